@@ -1,16 +1,18 @@
-// cli/main.cpp — the `resa` command line. Subcommands: info (build, numerics guards, features),
-// selftest (reference vs fp64 oracle). Library errors arrive as exceptions; this file turns them
-// into a message and a non-zero exit.
+// cli/main.cpp — the `resa` command line: main() and `resa info`. Each other subcommand lives in
+// its own file and registers itself (commands.h). Library errors arrive as exceptions; main()
+// turns them into a message and a non-zero exit.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>
 #include <string>
 
+#include "commands.h"
 #include "resa/config.h"
 #include "resa/fp_env.h"
 #include "resa/schedule.h"
-#include "selftest.h"
+
+namespace resa::cli {
 
 namespace {
 
@@ -35,38 +37,26 @@ int run_info() {
 
 }  // namespace
 
+void add_info_command(CLI::App& app) {
+  auto* info = app.add_subcommand("info", "Show the build, the numerics guards and what is compiled in");
+  info->callback([] {
+    if (const int rc = run_info(); rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace resa::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"resa — Rectified Sparse Attention toolkit: bit-exact reference, CUDA kernels, decode "
                "simulator and ablation sweeps (arXiv 2506.04108)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(RESA_VERSION) + " (" + RESA_GIT_COMMIT + ")");
-
-  auto* info = app.add_subcommand("info", "Show the build, the numerics guards and what is compiled in");
-
-  resa::cli::SelftestOptions st;
-  std::string ratio = st.sparse.ratio.str();
-  auto* selftest = app.add_subcommand(
-      "selftest", "Run the CPU reference against the fp64 oracle on random inputs and print a table");
-  selftest->add_option("--seed", st.seed, "Random seed")->capture_default_str();
-  selftest->add_flag("--quick", st.quick, "Fewer, shorter cases");
-  selftest->add_option("-b,--block-size", st.sparse.block_size, "Block size b")->capture_default_str();
-  selftest->add_option("--ratio", ratio, "Fraction of blocks kept, e.g. 0.1 or 1/10")->capture_default_str();
-  selftest->add_option("--n-min", st.sparse.n_min, "Minimum selected blocks")->capture_default_str();
-  selftest->add_option("--n-local", st.sparse.n_local, "Local blocks always kept")->capture_default_str();
-  selftest->add_option("--n-sink", st.sparse.n_sink, "Sink blocks always kept")->capture_default_str();
-
+  resa::cli::add_info_command(app);
+  resa::cli::add_selftest_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  }
-  try {
-    if (*info) return run_info();
-    if (*selftest) {
-      resa::require_fp_environment();
-      st.sparse.ratio = resa::Fraction::parse(ratio);
-      return resa::cli::run_selftest(st) == 0 ? 0 : 1;
-    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "resa: error: %s\n", e.what());
     return 2;

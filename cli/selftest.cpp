@@ -2,7 +2,11 @@
 // tolerance and the 2x-naive rule) plus the exact properties, on random inputs, as a table.
 #include "selftest.h"
 
+#include "commands.h"
+#include "resa/fp_env.h"
+
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -187,6 +191,25 @@ int run_selftest(const SelftestOptions& opt) {
   for (const Row& r : rows) failed += !r.ok;
   std::printf("\n%zu passed, %d failed\n", rows.size() - failed, failed);
   return failed;
+}
+
+void add_selftest_command(CLI::App& app) {
+  auto opt = std::make_shared<SelftestOptions>();
+  auto ratio = std::make_shared<std::string>(opt->sparse.ratio.str());
+  auto* cmd = app.add_subcommand(
+      "selftest", "Run the CPU reference against the fp64 oracle on random inputs and print a table");
+  cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
+  cmd->add_flag("--quick", opt->quick, "Fewer, shorter cases");
+  cmd->add_option("-b,--block-size", opt->sparse.block_size, "Block size b")->capture_default_str();
+  cmd->add_option("--ratio", *ratio, "Fraction of blocks kept, e.g. 0.1 or 1/10")->capture_default_str();
+  cmd->add_option("--n-min", opt->sparse.n_min, "Minimum selected blocks")->capture_default_str();
+  cmd->add_option("--n-local", opt->sparse.n_local, "Local blocks always kept")->capture_default_str();
+  cmd->add_option("--n-sink", opt->sparse.n_sink, "Sink blocks always kept")->capture_default_str();
+  cmd->callback([opt, ratio] {
+    require_fp_environment();
+    opt->sparse.ratio = Fraction::parse(*ratio);
+    if (run_selftest(*opt) != 0) throw CLI::RuntimeError(1);
+  });
 }
 
 }  // namespace resa::cli
