@@ -9,5 +9,6 @@ namespace resa::cli {
 
 void add_info_command(CLI::App& app);      // main.cpp
 void add_selftest_command(CLI::App& app);  // selftest.cpp
+void add_verify_command(CLI::App& app);    // verify.cpp
 
 }  // namespace resa::cli

@@ -11,6 +11,9 @@
 #include "resa/config.h"
 #include "resa/fp_env.h"
 #include "resa/schedule.h"
+#if defined(RESA_HAVE_CUDA)
+#include "resa_cuda/api.h"
+#endif
 
 namespace resa::cli {
 
@@ -20,7 +23,8 @@ int run_info() {
   std::printf("resa — Rectified Sparse Attention toolkit\n\n");
   for (const auto& [k, v] : resa::build_info()) std::printf("  %-26s %s\n", (k + ":").c_str(), v.c_str());
 #if defined(RESA_HAVE_CUDA)
-  std::printf("  %-26s %s\n", "CUDA kernels:", "compiled in (sm_90a)");
+  std::printf("  %-26s %s\n", "CUDA kernels:", "compiled in (" RESA_CUDA_ARCHS ")");
+  std::printf("  %-26s %s\n", "CUDA device:", resa::cuda::device_info().str().c_str());
 #else
   std::printf("  %-26s %s\n", "CUDA kernels:", "not compiled in (nvcc not found, or RESA_ENABLE_CUDA=OFF)");
 #endif
@@ -53,6 +57,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(RESA_VERSION) + " (" + RESA_GIT_COMMIT + ")");
   resa::cli::add_info_command(app);
   resa::cli::add_selftest_command(app);
+  resa::cli::add_verify_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

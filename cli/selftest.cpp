@@ -15,30 +15,15 @@
 #include "resa/attention.h"
 #include "resa/oracle.h"
 #include "resa/selection.h"
+#include "resa/testdata.h"
 
 namespace resa::cli {
 
 namespace {
 
 template <class T>
-KvCache<T> random_cache(const AttentionShape& shape, const std::vector<int64_t>& lengths,
-                        std::mt19937_64& rng) {
-  int64_t cap = 1;
-  for (auto L : lengths) cap = std::max(cap, L);
-  KvCache<T> c(static_cast<int>(lengths.size()), shape.n_kv_heads, static_cast<int>(cap), shape.head_dim);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (auto& x : c.k) x = from_float<T>(n(rng));
-  for (auto& x : c.v) x = from_float<T>(n(rng));
-  c.length = lengths;
-  return c;
-}
-
-template <class T>
 std::vector<T> random_q(size_t n, std::mt19937_64& rng) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<T> q(n);
-  for (auto& x : q) x = from_float<T>(nd(rng));
-  return q;
+  return testdata::random_storage<T>(n, rng, testdata::Fill::Normal);
 }
 
 struct Row {
@@ -71,7 +56,10 @@ void run_shape(const AttentionShape& shape, const std::vector<int64_t>& lengths,
                const SparseConfig& sparse, std::mt19937_64& rng, std::vector<Row>& rows) {
   using clock = std::chrono::steady_clock;
   const Schedule s = make_schedule(shape);
-  const KvCache<T> cache = random_cache<T>(shape, lengths, rng);
+  int64_t cap = 1;
+  for (auto L : lengths) cap = std::max(cap, L);
+  const KvCache<T> cache =
+      testdata::random_cache<T>(shape, lengths, static_cast<int>(cap), rng, testdata::Fill::Normal);
   const int batch = cache.batch, hq = shape.n_q_heads, d = shape.head_dim;
   const std::string dt = Storage<T>::name, sh = shape.str(), ls = join(lengths);
   {

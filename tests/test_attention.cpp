@@ -17,10 +17,6 @@ namespace {
 
 using testing::Fill;
 
-const char* fill_name(Fill f) {
-  return f == Fill::Normal ? "normal" : f == Fill::Spread ? "spread" : "adversarial";
-}
-
 // Every output row against the oracle (derived tolerance) and the FlashAttention rule.
 template <class T>
 void expect_matches_oracle(const AttentionShape& shape, const Schedule& s, const KvCache<T>& cache,
@@ -95,7 +91,7 @@ struct OracleCase {
 
 std::string case_name(const OracleCase& c, const char* dtype) {
   std::ostringstream os;
-  os << dtype << " Hq=" << c.hq << " Hkv=" << c.hkv << " d=" << c.d << " fill=" << fill_name(c.fill)
+  os << dtype << " Hq=" << c.hq << " Hkv=" << c.hkv << " d=" << c.d << " fill=" << testdata::fill_name(c.fill)
      << (c.arith == DotArithmetic::TensorCoreHopper ? " tc" : " fma") << " L=";
   for (auto L : c.lengths) os << L << ",";
   return os.str();

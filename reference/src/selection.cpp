@@ -96,9 +96,7 @@ float block_score(int d, const float* qbar, const T* kmin, const T* kmax) {
     float acc = 0.0f;
     for (int i = 0; i < per_lane; ++i) {
       const int j = l * per_lane + i;
-      const float hi = mul_rn(qbar[j], to_float(kmax[j]));
-      const float lo = mul_rn(qbar[j], to_float(kmin[j]));
-      const float term = is_nan(hi) || is_nan(lo) ? canonical_nan() : (hi > lo ? hi : lo);
+      const float term = block_score_term(qbar[j], to_float(kmin[j]), to_float(kmax[j]));
       acc = i == 0 ? term : add_rn(acc, term);
     }
     lane[l] = acc;

@@ -122,6 +122,29 @@ RESA_HD float min_total(float a, float b) {
 // exp2), so m stays a real number or -inf.
 RESA_HD float max_ignore_nan(float m, float t) { return t > m ? t : m; }
 
+// One term of a block's upper-bound score: max(q̄_j * kmax_j, q̄_j * kmin_j), NaN if either is NaN.
+RESA_HD float block_score_term(float qbar, float kmin, float kmax) {
+  const float hi = mul_rn(qbar, kmax), lo = mul_rn(qbar, kmin);
+  return is_nan(hi) || is_nan(lo) ? canonical_nan() : (hi > lo ? hi : lo);
+}
+
+// Selection order as one 64-bit key (larger = ranks earlier): the score mapped to an order-
+// preserving unsigned integer (-0 counted as +0, NaN lowest) in the high half, the complement of
+// the block index in the low half (ties go to the lower index). Forced (local/sink) blocks take
+// the all-ones high half, above every score.
+RESA_HD uint64_t selection_key(float score, uint32_t block, bool forced) {
+  uint32_t hi;
+  if (forced) {
+    hi = 0xffffffffu;
+  } else if (is_nan(score)) {
+    hi = 0u;
+  } else {
+    const uint32_t u = f32_bits(score == 0.0f ? 0.0f : score);
+    hi = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  }
+  return (static_cast<uint64_t>(hi) << 32) | (0xffffffffu - block);
+}
+
 // ------------------------------------------------------------ storage types
 // KV cache / query storage: 16-bit patterns, converted with the same code on host and device.
 struct bf16 {

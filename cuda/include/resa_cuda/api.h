@@ -1,0 +1,213 @@
+// resa_cuda/api.h — host API of the CUDA kernels (sm_90a): plain Params structs of device
+// pointers, launchers that check every CUDA call and report errors with context, and RAII device
+// buffers. Every kernel reproduces the CPU reference (reference/) bit for bit under the same
+// resa::Schedule; tests/gpu/ proves it and `resa verify` runs the validation matrix.
+//
+// Device data layouts equal the reference's: KV cache [batch][Hkv][capacity][d] (T = resa::bf16 or
+// resa::fp16 bit patterns), descriptors [batch][Hkv][max_blocks][d], queries [batch][n][Hq][d] in T,
+// outputs [batch][n][Hq][d] fp32. Cache lengths live in device memory (int32 per sequence), so a
+// decode step reads them there and is capturable in a CUDA graph: grids are sized from capacities,
+// never from data, and no count ever travels to the host.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "resa/config.h"
+#include "resa/numerics.h"
+#include "resa/schedule.h"
+
+namespace resa::cuda {
+
+// A CUDA call failed: the message names the call, the file:line and the device.
+class CudaError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+void check(cudaError_t err, const char* what, const char* file, int line);
+#define RESA_CUDA_CHECK(call) ::resa::cuda::check((call), #call, __FILE__, __LINE__)
+#define RESA_CUDA_CHECK_LAUNCH(name) ::resa::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__)
+
+// The present device, or why there is none.
+struct DeviceInfo {
+  bool present = false;
+  std::string why_absent;  // set when !present
+  std::string name;        // "NVIDIA H100 80GB HBM3"
+  int sm_major = 0, sm_minor = 0, multiprocessors = 0;
+  int driver_version = 0, runtime_version = 0;
+  size_t global_memory = 0;
+  std::string str() const;
+};
+DeviceInfo device_info();
+
+// Owning device allocation (cudaMalloc), moved not copied.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    if (n) RESA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+  }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& host) {
+    if (host.size() != n_) throw std::invalid_argument("DeviceBuffer::upload: size mismatch");
+    if (n_) RESA_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    if (n_) RESA_CUDA_CHECK(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // Fill with a byte pattern (tests poison outputs with 0xff to catch unwritten elements).
+  void fill_bytes(int byte) {
+    if (n_) RESA_CUDA_CHECK(cudaMemset(p_, byte, n_ * sizeof(T)));
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// One layer's KV cache on the device (same layout as resa::KvCache).
+template <class T>
+struct DeviceKv {
+  T* k = nullptr;
+  T* v = nullptr;
+  int32_t* length = nullptr;  // [batch], device
+  int batch = 0, n_kv_heads = 0, capacity = 0, head_dim = 0;
+};
+
+template <class T>
+struct DeviceDescriptors {
+  T* kmin = nullptr;
+  T* kmax = nullptr;
+  int max_blocks = 0, block_size = 0;
+};
+
+// Which keys a query row sees.
+enum class KeyGather : int {
+  Causal = 0,  // row i of n_new: positions [0, length - n_new + i + 1)
+  Blocks = 1,  // the selected blocks (ascending), the last one cut at the length
+};
+
+// Attention of n_new query rows per (sequence, query head): the split kernel writes one partial
+// (m, l, acc) per (sequence, KV head, split, row), the merge kernel folds them left to right.
+template <class T>
+struct AttentionParams {
+  const T* q = nullptr;       // [batch][n_new][Hq][d]
+  DeviceKv<T> kv;             // lengths already include the n_new rows
+  int n_q_heads = 0, n_new = 1;
+  KeyGather gather = KeyGather::Causal;
+  const int32_t* blocks = nullptr;    // Blocks: [batch][Hkv][max_selected]
+  const int32_t* n_blocks = nullptr;  // Blocks: [batch][Hkv]
+  int max_selected = 0, block_size = 0;
+  Schedule schedule;          // split_len, key_tile (64), scale_log2, arith (tensor core)
+  int max_keys = 0;           // upper bound of any row's key count (sizes the grid)
+  float* workspace = nullptr; // attention_workspace_floats(...) floats
+  float* out = nullptr;       // [batch][n_new][Hq][d]
+};
+// Workspace size for a launch with these bounds.
+size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int n_new, int head_dim,
+                                  int max_keys, const Schedule& s);
+template <class T>
+void attention(const AttentionParams<T>& p, cudaStream_t stream);
+
+// Descriptors of blocks [block_begin, block_end) of every sequence (positions < length); a block
+// range past a sequence's last block is skipped on the device.
+template <class T>
+void descriptors_refresh(const DeviceKv<T>& kv, const DeviceDescriptors<T>& desc, int block_begin,
+                         int block_end, cudaStream_t stream);
+// Incremental update for the newest token of every sequence (position length - 1).
+template <class T>
+void descriptors_update_last(const DeviceKv<T>& kv, const DeviceDescriptors<T>& desc,
+                             cudaStream_t stream);
+
+// Block selection fused on the device: pooled query, scores, n_sel, local/sink blocks, top-k by
+// rank (ties toward the lower index, NaN last), ascending output and its count.
+template <class T>
+struct SelectParams {
+  const T* q = nullptr;  // [batch][Hq][d]
+  DeviceKv<T> kv;
+  DeviceDescriptors<T> desc;
+  int n_q_heads = 0;
+  SparseConfig cfg;
+  float* scores = nullptr;     // scratch [batch][Hkv][max_blocks]
+  uint64_t* keys = nullptr;    // scratch [batch][Hkv][max_blocks]
+  int32_t* blocks = nullptr;   // out [batch][Hkv][max_selected]
+  int32_t* n_blocks = nullptr; // out [batch][Hkv]
+  int max_selected = 0;
+};
+template <class T>
+void select_blocks(const SelectParams<T>& p, cudaStream_t stream);
+
+// Append one token's K/V ([batch][Hkv][d] in T) at position length and advance length by one.
+template <class T>
+void append_kv(const DeviceKv<T>& kv, const T* k_new, const T* v_new, cudaStream_t stream);
+// Overwrite K/V of positions [length - n, length) with k/v [batch][n][Hkv][d] (rectification).
+template <class T>
+void write_kv_chunk(const DeviceKv<T>& kv, int n, const T* k, const T* v, cudaStream_t stream);
+
+// One ReSA layer-step on the GPU: append K/V, update the newest block's descriptors, select, and
+// block-sparse attention — no host synchronization, capturable in a CUDA graph.
+template <class T>
+struct SparseStepParams {
+  DeviceKv<T> kv;
+  DeviceDescriptors<T> desc;
+  const T* q = nullptr;      // [batch][Hq][d]
+  const T* k_new = nullptr;  // [batch][Hkv][d]
+  const T* v_new = nullptr;
+  int n_q_heads = 0;
+  SparseConfig cfg;
+  Schedule schedule;
+  // scratch: see SparseStepBuffers
+  float* scores = nullptr;
+  uint64_t* keys = nullptr;
+  int32_t* blocks = nullptr;
+  int32_t* n_blocks = nullptr;
+  int max_selected = 0;
+  float* workspace = nullptr;
+  float* out = nullptr;  // [batch][Hq][d]
+};
+template <class T>
+void sparse_decode_step(const SparseStepParams<T>& p, cudaStream_t stream);
+// Dense decode step: append, update the newest block's descriptors, dense attention.
+template <class T>
+void dense_decode_step(const SparseStepParams<T>& p, cudaStream_t stream);
+// Rectification of the last f tokens: overwrite their K/V, dense causal attention of their queries
+// q [batch][f][Hq][d] (the model needs it for the next layer), refresh the descriptors of the
+// blocks they touch (block_begin/end from the host, who knows the positions).
+template <class T>
+void rectify(const SparseStepParams<T>& p, int f, const T* q_chunk, const T* k_chunk,
+             const T* v_chunk, int block_begin, int block_end, float* out_chunk, cudaStream_t stream);
+
+// Sizes of the scratch a sparse step needs for caches of `capacity`.
+struct StepBufferSizes {
+  size_t scores, keys, blocks, n_blocks, workspace_floats;
+  int max_selected;
+};
+StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_heads, int head_dim,
+                                         int capacity, const SparseConfig& cfg, const Schedule& s,
+                                         int max_chunk);
+
+}  // namespace resa::cuda

@@ -1,0 +1,337 @@
+// cuda/src/attention.cu — dense decode, chunked causal and block-sparse attention in one kernel
+// pair that implements resa::Schedule exactly (reference/src/attention.cpp is the spec):
+//
+//   attention_split_kernel  grid (split, KV head, sequence); one CTA reduces one split of the
+//     KV list for all query rows of that KV head, in passes of one 16-row MMA tile per warp. K/V
+//     tiles of 64 keys are staged in shared memory by cp.async (two stages); scores are chains of
+//     m16n8k16 MMAs over d in k16 steps; the online softmax uses the shared exp2; P (rounded to
+//     the KV dtype) times V and times a ones column (the row sum l) are chains over the tile's
+//     four k16 key groups. Rows whose causal limit lies before a tile keep their state exactly.
+//   attention_merge_kernel  grid (row, KV head, sequence); folds a row's split partials left to
+//     right with the shared merge rule and writes acc / l.
+//
+// Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cu.
+#include <algorithm>
+#include <string>
+
+#include "device_common.cuh"
+#include "resa_cuda/api.h"
+
+namespace resa::cuda {
+
+namespace {
+
+using detail::MmaTraits;
+using detail::mma_16816;
+
+constexpr int kKeyTile = 64;
+constexpr int kMinWarps = 4;
+constexpr int kMaxWarps = 8;
+
+template <int D>
+constexpr int smem_row() {
+  return D + 8;  // padding of 16 bytes keeps ldmatrix rows in distinct banks
+}
+template <int D>
+constexpr size_t smem_bytes() {
+  return 2 /*stages*/ * 2 /*K,V*/ * kKeyTile * smem_row<D>() * sizeof(uint16_t);
+}
+
+// Key count of the longest row of (sequence b, KV head kvh).
+template <class T>
+__device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, int kvh, int L) {
+  if (p.gather == KeyGather::Causal) return L;
+  const int slot = b * p.kv.n_kv_heads + kvh;
+  const int nb = p.n_blocks[slot];
+  const int last = p.blocks[static_cast<size_t>(slot) * p.max_selected + nb - 1];
+  return (nb - 1) * p.block_size + (L - last * p.block_size);
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kMaxWarps * 32)
+    attention_split_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  extern __shared__ __align__(16) uint16_t smem[];
+  constexpr int kRow = smem_row<D>();
+  constexpr int kTileElems = kKeyTile * kRow;
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int n_keys = row_keys_max(p, b, kvh, L);
+  const int S = p.schedule.split_len;
+  const int split_begin = split * S;
+  if (split_begin >= n_keys) return;
+  const int split_end = min(split_begin + S, n_keys);
+  const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
+  const bool causal = p.gather == KeyGather::Causal;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tq = lane % 4;
+  const int nwarps = blockDim.x / 32;
+  const int row_tiles = (rows_per_head + 15) / 16;
+
+  const size_t head_base = (static_cast<size_t>(b) * hkv + kvh) * p.kv.capacity;
+  const uint16_t* kbase = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base * D;
+  const uint16_t* vbase = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base * D;
+  const int32_t* block_list =
+      causal ? nullptr : p.blocks + static_cast<size_t>(b * hkv + kvh) * p.max_selected;
+
+  auto load_tile = [&](int stage, int tile) {
+    uint16_t* ks = smem + stage * 2 * kTileElems;
+    uint16_t* vs = ks + kTileElems;
+    const int t0 = split_begin + tile * kKeyTile;
+    constexpr int kChunks = kKeyTile * D / 8;
+    for (int c = threadIdx.x; c < kChunks; c += blockDim.x) {
+      const int key = c / (D / 8), part = c % (D / 8);
+      const int idx = t0 + key;
+      const bool valid = idx < split_end;
+      int pos = 0;
+      if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
+      const size_t off = static_cast<size_t>(pos) * D + part * 8;
+      detail::cp_async_16(ks + key * kRow + part * 8, kbase + off, valid ? 16 : 0);
+      detail::cp_async_16(vs + key * kRow + part * 8, vbase + off, valid ? 16 : 0);
+    }
+    detail::cp_async_commit();
+  };
+
+  for (int pass = 0; pass < row_tiles; pass += nwarps) {
+    // Causal: a pass whose last row ends before this split has nothing to do (rows are ordered
+    // by token, so limits grow with the row index).
+    if (causal) {
+      const int last_row = min(rows_per_head, (pass + nwarps) * 16) - 1;
+      if (L - p.n_new + last_row / g + 1 <= split_begin) continue;
+    }
+    const int tile_row0 = (pass + warp) * 16;
+    const bool warp_active = pass + warp < row_tiles;
+    // This thread's two rows (gid and gid + 8 of the warp's tile).
+    int row[2], limit[2];
+    bool row_valid[2];
+    for (int h = 0; h < 2; ++h) {
+      row[h] = tile_row0 + gid + 8 * h;
+      row_valid[h] = warp_active && row[h] < rows_per_head;
+      limit[h] = causal ? (L - p.n_new + (row_valid[h] ? row[h] / g : 0) + 1) : n_keys;
+    }
+    // Q fragments (A operand), zero for padding rows.
+    uint32_t qa[D / 16][4];
+    for (int h = 0; h < 2; ++h) {
+      const uint16_t* qrow = nullptr;
+      if (row_valid[h]) {
+        const int i = row[h] / g, head = kvh * g + row[h] % g;
+        qrow = reinterpret_cast<const uint16_t*>(p.q) +
+               ((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D;
+      }
+#pragma unroll
+      for (int u = 0; u < D / 16; ++u) {
+        qa[u][h] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 2 * tq) : 0u;
+        qa[u][h + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 8 + 2 * tq) : 0u;
+      }
+    }
+    float m[2] = {neg_inf(), neg_inf()};
+    float lf[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+
+    __syncthreads();  // the previous pass is done with shared memory
+    load_tile(0, 0);
+    for (int tile = 0; tile < n_tiles; ++tile) {
+      if (tile + 1 < n_tiles) {
+        load_tile((tile + 1) & 1, tile + 1);
+        detail::cp_async_wait<1>();
+      } else {
+        detail::cp_async_wait<0>();
+      }
+      __syncthreads();
+      const uint16_t* ks = smem + (tile & 1) * 2 * kTileElems;
+      const uint16_t* vs = ks + kTileElems;
+      const int t0 = split_begin + tile * kKeyTile;
+      if (warp_active) {
+        // Scores: 8 n-tiles of 8 keys, each a chain over d in k16 steps.
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+          for (int u = 0; u < D / 16; u += 2) {
+            uint32_t kb[4];
+            const int mi = lane / 8, r = lane % 8;
+            detail::ldmatrix_x4(kb, ks + (8 * j + r) * kRow + 16 * u + 8 * mi);
+            mma_16816<T>(s[j], qa[u], kb[0], kb[1]);
+            mma_16816<T>(s[j], qa[u + 1], kb[2], kb[3]);
+          }
+        }
+        // Online softmax per row.
+        bool active[2];
+        float alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          active[h] = t0 < limit[h];
+          float mx = m[h];
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int idx = t0 + 8 * j + 2 * tq + e;
+              const float t = idx < limit[h] ? mul_rn(s[j][2 * h + e], p.schedule.scale_log2) : neg_inf();
+              s[j][2 * h + e] = t;
+              mx = max_ignore_nan(mx, t);
+            }
+          mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          alpha[h] = softmax_rescale(m[h], mx);
+          m[h] = mx;
+        }
+        // P in the storage dtype as A fragments of the four k16 key groups.
+        uint32_t pa[4][4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int half = 0; half < 2; ++half)  // keys 16u + 2tq (+8 for half 1)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const float* sv = s[2 * u + half];
+              const uint16_t lo = from_float<T>(softmax_prob(sv[2 * h], m[h])).bits;
+              const uint16_t hi = from_float<T>(softmax_prob(sv[2 * h + 1], m[h])).bits;
+              pa[u][2 * half + h] = detail::pack_pair(lo, hi);
+            }
+        // Rescale, then P·ones (row sums) and P·V, each a chain over the four key groups.
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          lf[2 * h] = mul_rn(lf[2 * h], alpha[h]);
+          lf[2 * h + 1] = mul_rn(lf[2 * h + 1], alpha[h]);
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
+            acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
+          }
+        }
+        {
+          const float keep[4] = {lf[0], lf[1], lf[2], lf[3]};
+#pragma unroll
+          for (int u = 0; u < 4; ++u) mma_16816<T>(lf, pa[u], MmaTraits<T>::kOnePair, MmaTraits<T>::kOnePair);
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            if (!active[h]) {
+              lf[2 * h] = keep[2 * h];
+              lf[2 * h + 1] = keep[2 * h + 1];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < D / 8; j += 2) {
+          const float keep0[4] = {acc[j][0], acc[j][1], acc[j][2], acc[j][3]};
+          const float keep1[4] = {acc[j + 1][0], acc[j + 1][1], acc[j + 1][2], acc[j + 1][3]};
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            uint32_t vb[4];
+            const int mi = lane / 8, r = lane % 8;
+            detail::ldmatrix_x4_trans(vb, vs + (16 * u + 8 * (mi % 2) + r) * kRow + 8 * (j + mi / 2));
+            mma_16816<T>(acc[j], pa[u], vb[0], vb[1]);
+            mma_16816<T>(acc[j + 1], pa[u], vb[2], vb[3]);
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            if (!active[h]) {
+              acc[j][2 * h] = keep0[2 * h];
+              acc[j][2 * h + 1] = keep0[2 * h + 1];
+              acc[j + 1][2 * h] = keep1[2 * h];
+              acc[j + 1][2 * h + 1] = keep1[2 * h + 1];
+            }
+        }
+      }
+      __syncthreads();  // the stage is free for the next load
+    }
+    // Partials of rows that have keys in this split.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (!row_valid[h] || limit[h] <= split_begin) continue;
+      const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row[h];
+      float* accp = p.workspace + slot * D;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j)
+        *reinterpret_cast<float2*>(accp + 8 * j + 2 * tq) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
+      if (tq == 0) {
+        float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
+        ml[slot * 2] = m[h];
+        ml[slot * 2 + 1] = lf[2 * h];
+      }
+    }
+  }
+}
+
+template <class T, int D>
+__global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, c = threadIdx.x;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int i = r / g, head = kvh * g + r % g;
+  const int n_keys = p.gather == KeyGather::Causal ? L - p.n_new + i + 1 : row_keys_max(p, b, kvh, L);
+  const int S = p.schedule.split_len;
+  const int ns = (n_keys + S - 1) / S;
+  const size_t base = (static_cast<size_t>(b) * hkv + kvh) * max_splits * rows_per_head + r;
+  const float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
+  float m = ml[base * 2], l = ml[base * 2 + 1], acc = p.workspace[base * D + c];
+  for (int s = 1; s < ns; ++s) {
+    const size_t slot = base + static_cast<size_t>(s) * rows_per_head;
+    const MergeFactors f = merge_factors(m, ml[slot * 2]);
+    l = merge_value(l, ml[slot * 2 + 1], f);
+    acc = merge_value(acc, p.workspace[slot * D + c], f);
+    m = f.m;
+  }
+  p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + c] = softmax_normalize(acc, l);
+}
+
+int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
+
+template <class T, int D>
+void launch(const AttentionParams<T>& p, cudaStream_t stream) {
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int rows = p.n_new * g;
+  const int row_tiles = (rows + 15) / 16;
+  const int warps = std::clamp(row_tiles, kMinWarps, kMaxWarps);
+  const int max_splits = max_splits_for(p.max_keys, p.schedule);
+  constexpr size_t smem = smem_bytes<D>();
+  static bool configured = false;  // per template instance; the attribute is per function
+  if (!configured) {
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_kernel<T, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    configured = true;
+  }
+  attention_split_kernel<T, D><<<dim3(max_splits, hkv, p.kv.batch), warps * 32, smem, stream>>>(p, rows, max_splits);
+  RESA_CUDA_CHECK_LAUNCH("attention_split_kernel");
+  attention_merge_kernel<T, D><<<dim3(rows, hkv, p.kv.batch), D, 0, stream>>>(p, rows, max_splits);
+  RESA_CUDA_CHECK_LAUNCH("attention_merge_kernel");
+}
+
+}  // namespace
+
+size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int n_new, int head_dim,
+                                  int max_keys, const Schedule& s) {
+  const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
+  return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows * (head_dim + 2);
+}
+
+template <class T>
+void attention(const AttentionParams<T>& p, cudaStream_t stream) {
+  const AttentionShape shape{p.n_q_heads, p.kv.n_kv_heads, p.kv.head_dim};
+  shape.validate();
+  if (p.schedule.key_tile != kKeyTile || p.schedule.arith != DotArithmetic::TensorCoreHopper)
+    throw InvalidArgument("cuda::attention: the kernels implement key_tile = 64 with the tensor-core "
+                          "arithmetic; schedule is " + p.schedule.str());
+  if (p.n_new < 1 || p.max_keys < 1 || p.max_keys > p.kv.capacity)
+    throw InvalidArgument("cuda::attention: n_new = " + std::to_string(p.n_new) + ", max_keys = " +
+                          std::to_string(p.max_keys) + " (capacity " + std::to_string(p.kv.capacity) + ")");
+  if (p.gather == KeyGather::Blocks && (p.n_new != 1 || !p.blocks || !p.n_blocks || p.block_size < 1 ||
+                                        p.schedule.split_len % p.block_size != 0))
+    throw InvalidArgument("cuda::attention: block-sparse attention needs n_new = 1, a block list and a "
+                          "block size dividing split_len");
+  if (!p.q || !p.kv.k || !p.kv.v || !p.kv.length || !p.workspace || !p.out)
+    throw InvalidArgument("cuda::attention: a device pointer is null");
+  if (p.kv.head_dim == 128)
+    launch<T, 128>(p, stream);
+  else
+    launch<T, 64>(p, stream);
+}
+
+template void attention<bf16>(const AttentionParams<bf16>&, cudaStream_t);
+template void attention<fp16>(const AttentionParams<fp16>&, cudaStream_t);
+
+}  // namespace resa::cuda

@@ -1,0 +1,272 @@
+// cuda/src/selection.cu — block descriptors (range refresh, incremental update of the newest
+// token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
+// spec): pooled query, warp-order scores, n_sel in exact integers, forced local/sink blocks, top-k
+// by a radix select over 64-bit rank keys (resa::selection_key), ascending compaction. Nothing
+// leaves the device. Tested by tests/gpu/test_gpu_kernels.cu.
+#include <algorithm>
+#include <string>
+
+#include "device_common.cuh"
+#include "resa_cuda/api.h"
+
+namespace resa::cuda {
+
+namespace {
+
+constexpr int kSelectThreads = 1024;
+
+template <class T>
+__global__ void descriptors_refresh_kernel(const DeviceKv<T> kv, const DeviceDescriptors<T> desc,
+                                           int block_begin) {
+  const int blk = block_begin + blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
+  const int L = kv.length[b], bs = desc.block_size;
+  if (blk * bs >= L) return;
+  const int p0 = blk * bs, p1 = min(p0 + bs, L);
+  const size_t head = (static_cast<size_t>(b) * kv.n_kv_heads + h);
+  const T* k = kv.k + head * kv.capacity * kv.head_dim;
+  float lo = to_float(k[static_cast<size_t>(p0) * kv.head_dim + j]), hi = lo;
+  for (int p = p0 + 1; p < p1; ++p) {
+    const float x = to_float(k[static_cast<size_t>(p) * kv.head_dim + j]);
+    lo = min_total(lo, x);
+    hi = max_total(hi, x);
+  }
+  const size_t o = (head * desc.max_blocks + blk) * kv.head_dim + j;
+  desc.kmin[o] = from_float<T>(lo);
+  desc.kmax[o] = from_float<T>(hi);
+}
+
+template <class T>
+__global__ void descriptors_update_last_kernel(const DeviceKv<T> kv, const DeviceDescriptors<T> desc) {
+  const int h = blockIdx.x, b = blockIdx.y, j = threadIdx.x;
+  const int pos = kv.length[b] - 1, bs = desc.block_size;
+  if (pos < 0) return;
+  const size_t head = static_cast<size_t>(b) * kv.n_kv_heads + h;
+  const float x = to_float(kv.k[(head * kv.capacity + pos) * kv.head_dim + j]);
+  const size_t o = (head * desc.max_blocks + pos / bs) * kv.head_dim + j;
+  const bool fresh = pos % bs == 0;
+  desc.kmin[o] = from_float<T>(fresh ? x : min_total(to_float(desc.kmin[o]), x));
+  desc.kmax[o] = from_float<T>(fresh ? x : max_total(to_float(desc.kmax[o]), x));
+}
+
+template <class T>
+__global__ void append_kv_kernel(const DeviceKv<T> kv, const T* k_new, const T* v_new) {
+  const int h = blockIdx.x, b = blockIdx.y, j = threadIdx.x;
+  const int pos = kv.length[b];
+  const size_t src = (static_cast<size_t>(b) * kv.n_kv_heads + h) * kv.head_dim + j;
+  const size_t dst = ((static_cast<size_t>(b) * kv.n_kv_heads + h) * kv.capacity + pos) * kv.head_dim + j;
+  if (pos < kv.capacity) {
+    kv.k[dst] = k_new[src];
+    kv.v[dst] = v_new[src];
+  }
+}
+
+template <class T>
+__global__ void advance_length_kernel(const DeviceKv<T> kv) {
+  const int b = threadIdx.x + blockIdx.x * blockDim.x;
+  if (b < kv.batch && kv.length[b] < kv.capacity) kv.length[b] += 1;
+}
+
+template <class T>
+__global__ void write_kv_chunk_kernel(const DeviceKv<T> kv, int n, const T* k, const T* v) {
+  const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
+  const int pos = kv.length[b] - n + i;
+  if (pos < 0) return;
+  const size_t src = ((static_cast<size_t>(b) * n + i) * kv.n_kv_heads + h) * kv.head_dim + j;
+  const size_t dst = ((static_cast<size_t>(b) * kv.n_kv_heads + h) * kv.capacity + pos) * kv.head_dim + j;
+  kv.k[dst] = k[src];
+  kv.v[dst] = v[src];
+}
+
+// Exclusive prefix count of `flag` over the CTA in thread order; returns this thread's offset and
+// writes the total to *total. warp_sums: shared scratch of 32 ints.
+__device__ int cta_exclusive_count(bool flag, int* warp_sums, int* total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  const unsigned ballot = __ballot_sync(0xffffffffu, flag);
+  const int in_warp = __popc(ballot & ((1u << lane) - 1u));
+  if (lane == 0) warp_sums[warp] = __popc(ballot);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int run = 0;
+    for (int w = 0; w < nwarps; ++w) {
+      const int c = warp_sums[w];
+      warp_sums[w] = run;
+      run += c;
+    }
+    *total = run;
+  }
+  __syncthreads();
+  const int off = warp_sums[warp] + in_warp;
+  return off;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const SelectParams<T> p) {
+  __shared__ float qbar[D];
+  __shared__ unsigned hist[256];
+  __shared__ int warp_sums[32];
+  __shared__ int total;
+  __shared__ unsigned long long prefix_s;
+  __shared__ int remaining_s;
+  const int kvh = blockIdx.x, b = blockIdx.y;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int bs = p.cfg.block_size;
+  const int M = (L + bs - 1) / bs;
+  const int slot = b * hkv + kvh;
+
+  // Pooled query: sum over the group's heads in head order, then one division by g.
+  const T* q = p.q + static_cast<size_t>(b) * p.n_q_heads * D;
+  for (int j = threadIdx.x; j < D; j += blockDim.x) {
+    float sum = to_float(q[(kvh * g) * D + j]);
+    for (int i = 1; i < g; ++i) sum = add_rn(sum, to_float(q[(kvh * g + i) * D + j]));
+    qbar[j] = div_rn(sum, static_cast<float>(g));
+  }
+  __syncthreads();
+
+  // n_sel = max(ceil(ratio * M), min(M, n_min)), forced = last n_local and first n_sink blocks.
+  const long long by_ratio = (static_cast<long long>(p.cfg.ratio.num) * M + p.cfg.ratio.den - 1) / p.cfg.ratio.den;
+  const long long n_sel = min(static_cast<long long>(M), max(by_ratio, static_cast<long long>(min(M, p.cfg.n_min))));
+  const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
+  const int n_forced = (M - local_begin) + max(0, min(sink_end, local_begin));
+  const int K = static_cast<int>(max(n_sel, static_cast<long long>(n_forced)));
+
+  // Scores, one warp per block: lane l sums its D/32 consecutive terms, then an XOR butterfly.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  constexpr int kPerLane = D / 32;
+  const size_t desc_head = static_cast<size_t>(slot) * p.desc.max_blocks;
+  float* scores = p.scores + desc_head;
+  uint64_t* keys = p.keys + desc_head;
+  for (int blk = warp; blk < M; blk += nwarps) {
+    const T* kmin = p.desc.kmin + (desc_head + blk) * D + lane * kPerLane;
+    const T* kmax = p.desc.kmax + (desc_head + blk) * D + lane * kPerLane;
+    float acc = block_score_term(qbar[lane * kPerLane], to_float(kmin[0]), to_float(kmax[0]));
+#pragma unroll
+    for (int i = 1; i < kPerLane; ++i)
+      acc = add_rn(acc, block_score_term(qbar[lane * kPerLane + i], to_float(kmin[i]), to_float(kmax[i])));
+#pragma unroll
+    for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
+    if (lane == 0) {
+      const float score = canonicalize_nan(acc);
+      scores[blk] = score;
+      const bool forced = blk >= local_begin || blk < sink_end;
+      keys[blk] = selection_key(score, static_cast<uint32_t>(blk), forced);
+    }
+  }
+  __syncthreads();
+
+  // Radix select of the K-th largest key (keys are distinct), 8 bits at a time from the top.
+  if (threadIdx.x == 0) {
+    prefix_s = 0ull;
+    remaining_s = K;
+  }
+  unsigned long long mask = 0ull;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0u;
+    __syncthreads();
+    const unsigned long long prefix = prefix_s;
+    for (int i = threadIdx.x; i < M; i += blockDim.x) {
+      const unsigned long long key = keys[i];
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int above = 0;
+      for (int bin = 255; bin >= 0; --bin) {
+        const int c = static_cast<int>(hist[bin]);
+        if (above + c >= remaining_s) {
+          prefix_s = prefix | (static_cast<unsigned long long>(bin) << shift);
+          remaining_s -= above;
+          break;
+        }
+        above += c;
+      }
+    }
+    mask |= 255ull << shift;
+    __syncthreads();
+  }
+  const unsigned long long threshold = prefix_s;
+
+  // Ascending compaction of the keys >= threshold.
+  int32_t* out = p.blocks + static_cast<size_t>(slot) * p.max_selected;
+  int base = 0;
+  for (int start = 0; start < M; start += blockDim.x) {
+    const int i = start + threadIdx.x;
+    const bool take = i < M && keys[i] >= threshold;
+    const int off = cta_exclusive_count(take, warp_sums, &total);
+    if (take) out[base + off] = i;
+    base += total;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) p.n_blocks[slot] = base;
+}
+
+}  // namespace
+
+template <class T>
+void descriptors_refresh(const DeviceKv<T>& kv, const DeviceDescriptors<T>& desc, int block_begin,
+                         int block_end, cudaStream_t stream) {
+  if (block_begin < 0 || block_end > desc.max_blocks || block_begin > block_end)
+    throw InvalidArgument("cuda::descriptors_refresh: block range [" + std::to_string(block_begin) + ", " +
+                          std::to_string(block_end) + ") outside [0, " + std::to_string(desc.max_blocks) + ")");
+  if (block_begin == block_end) return;
+  descriptors_refresh_kernel<T><<<dim3(block_end - block_begin, kv.n_kv_heads, kv.batch), kv.head_dim, 0, stream>>>(
+      kv, desc, block_begin);
+  RESA_CUDA_CHECK_LAUNCH("descriptors_refresh_kernel");
+}
+
+template <class T>
+void descriptors_update_last(const DeviceKv<T>& kv, const DeviceDescriptors<T>& desc, cudaStream_t stream) {
+  descriptors_update_last_kernel<T><<<dim3(kv.n_kv_heads, kv.batch), kv.head_dim, 0, stream>>>(kv, desc);
+  RESA_CUDA_CHECK_LAUNCH("descriptors_update_last_kernel");
+}
+
+template <class T>
+void append_kv(const DeviceKv<T>& kv, const T* k_new, const T* v_new, cudaStream_t stream) {
+  append_kv_kernel<T><<<dim3(kv.n_kv_heads, kv.batch), kv.head_dim, 0, stream>>>(kv, k_new, v_new);
+  RESA_CUDA_CHECK_LAUNCH("append_kv_kernel");
+  advance_length_kernel<T><<<(kv.batch + 127) / 128, 128, 0, stream>>>(kv);
+  RESA_CUDA_CHECK_LAUNCH("advance_length_kernel");
+}
+
+template <class T>
+void write_kv_chunk(const DeviceKv<T>& kv, int n, const T* k, const T* v, cudaStream_t stream) {
+  if (n < 1) throw InvalidArgument("cuda::write_kv_chunk: n = " + std::to_string(n) + " < 1");
+  write_kv_chunk_kernel<T><<<dim3(n, kv.n_kv_heads, kv.batch), kv.head_dim, 0, stream>>>(kv, n, k, v);
+  RESA_CUDA_CHECK_LAUNCH("write_kv_chunk_kernel");
+}
+
+template <class T>
+void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
+  p.cfg.validate();
+  const AttentionShape shape{p.n_q_heads, p.kv.n_kv_heads, p.kv.head_dim};
+  shape.validate();
+  if (p.desc.block_size != p.cfg.block_size)
+    throw InvalidArgument("cuda::select_blocks: descriptors have block_size " + std::to_string(p.desc.block_size) +
+                          ", config has " + std::to_string(p.cfg.block_size));
+  const int64_t need = std::max<int64_t>(num_selected(p.kv.capacity, p.cfg),
+                                         std::min<int64_t>(num_blocks(p.kv.capacity, p.cfg.block_size),
+                                                           int64_t{p.cfg.n_local} + p.cfg.n_sink));
+  if (p.max_selected < need)
+    throw InvalidArgument("cuda::select_blocks: max_selected = " + std::to_string(p.max_selected) +
+                          " < " + std::to_string(need) + " needed at capacity " + std::to_string(p.kv.capacity));
+  if (!p.q || !p.scores || !p.keys || !p.blocks || !p.n_blocks || !p.desc.kmin || !p.desc.kmax)
+    throw InvalidArgument("cuda::select_blocks: a device pointer is null");
+  if (p.kv.head_dim == 128)
+    select_blocks_kernel<T, 128><<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(p);
+  else
+    select_blocks_kernel<T, 64><<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(p);
+  RESA_CUDA_CHECK_LAUNCH("select_blocks_kernel");
+}
+
+#define RESA_INSTANTIATE(T)                                                                              \
+  template void descriptors_refresh<T>(const DeviceKv<T>&, const DeviceDescriptors<T>&, int, int,      \
+                                       cudaStream_t);                                                   \
+  template void descriptors_update_last<T>(const DeviceKv<T>&, const DeviceDescriptors<T>&, cudaStream_t); \
+  template void append_kv<T>(const DeviceKv<T>&, const T*, const T*, cudaStream_t);                    \
+  template void write_kv_chunk<T>(const DeviceKv<T>&, int, const T*, const T*, cudaStream_t);          \
+  template void select_blocks<T>(const SelectParams<T>&, cudaStream_t);
+RESA_INSTANTIATE(bf16)
+RESA_INSTANTIATE(fp16)
+#undef RESA_INSTANTIATE
+
+}  // namespace resa::cuda

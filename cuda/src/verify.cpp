@@ -1,0 +1,532 @@
+// cuda/src/verify.cpp — the validation matrix: each CUDA kernel and the GPU ReSA step against the
+// CPU reference on identical inputs, compared bit for bit (DESIGN.md §3 test tiers 1 and 3):
+// lengths 1..300K (including L <= 256 and non-multiples of the block and split lengths), batch 1
+// and 3 with different lengths, GQA groups 1,2,4,6,7,8, head dims 64/128, bf16/fp16, normal /
+// spread / adversarial values, ratio 1/20, 1/10, 1/5 and 1, rectification chunks f in {1,8,32,64};
+// plus ratio 1 = dense, batch invariance, run-to-run repeats and CUDA-graph replay on the GPU.
+#include "resa_cuda/verify.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#include "resa/attention.h"
+#include "resa/selection.h"
+#include "resa/testdata.h"
+#include "resa_cuda/api.h"
+
+namespace resa::cuda {
+
+using testdata::Fill;
+
+uint64_t ulp_distance(uint32_t a, uint32_t b) {
+  if (a == b) return 0;
+  const bool nan_a = (a & 0x7fffffffu) > 0x7f800000u, nan_b = (b & 0x7fffffffu) > 0x7f800000u;
+  if (nan_a || nan_b) return UINT64_MAX;
+  auto ordered = [](uint32_t u) -> int64_t {
+    return (u & 0x80000000u) ? -static_cast<int64_t>(u & 0x7fffffffu) : static_cast<int64_t>(u);
+  };
+  const int64_t d = ordered(a) - ordered(b);
+  return static_cast<uint64_t>(d < 0 ? -d : d);
+}
+
+namespace {
+
+struct Recorder {
+  VerifyReport& report;
+  const VerifyOptions& opt;
+
+  void floats(const std::string& kernel, const std::string& what, const std::vector<float>& gpu,
+              const std::vector<float>& ref) {
+    KernelTally& t = report.kernels[kernel];
+    ++t.cases;
+    int64_t bad = 0;
+    uint64_t worst = 0;
+    size_t first = SIZE_MAX;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const uint32_t a = f32_bits(gpu[i]), b = f32_bits(ref[i]);
+      if (a != b) {
+        ++bad;
+        worst = std::max(worst, ulp_distance(a, b));
+        first = std::min(first, i);
+      }
+    }
+    if (gpu.size() != ref.size()) ++bad;
+    t.elements += static_cast<int64_t>(ref.size());
+    t.mismatches += bad;
+    t.worst_ulp = std::max(t.worst_ulp, worst);
+    if (bad && t.first_failure.empty()) {
+      std::ostringstream os;
+      os.precision(9);
+      os << what << ": " << bad << " mismatches, first at [" << first << "] gpu "
+         << (first < gpu.size() ? gpu[first] : 0.f) << " ref " << ref[first];
+      t.first_failure = os.str();
+    }
+    say(kernel, what, bad);
+  }
+  template <class U>
+  void exact(const std::string& kernel, const std::string& what, const std::vector<U>& gpu,
+             const std::vector<U>& ref) {
+    KernelTally& t = report.kernels[kernel];
+    ++t.cases;
+    int64_t bad = gpu.size() == ref.size() ? 0 : 1;
+    for (size_t i = 0; i < std::min(gpu.size(), ref.size()); ++i)
+      bad += std::memcmp(&gpu[i], &ref[i], sizeof(U)) != 0;
+    t.elements += static_cast<int64_t>(ref.size());
+    t.mismatches += bad;
+    if (bad && t.first_failure.empty()) t.first_failure = what + ": " + std::to_string(bad) + " mismatches";
+    say(kernel, what, bad);
+  }
+  void say(const std::string& kernel, const std::string& what, int64_t bad) {
+    if (opt.progress) opt.progress(kernel + "  " + what + (bad ? "  MISMATCH " + std::to_string(bad) : "  ok"));
+  }
+};
+
+template <class T>
+struct DeviceState {
+  DeviceBuffer<T> k, v, kmin, kmax;
+  DeviceBuffer<int32_t> len;
+  DeviceKv<T> kv;
+  DeviceDescriptors<T> desc;
+  DeviceState(const KvCache<T>& c, const BlockDescriptors<T>* d, int block_size)
+      : k(c.k), v(c.v), len(lengths32(c)) {
+    kv = {k.get(), v.get(), len.get(), c.batch, c.n_kv_heads, c.capacity, c.head_dim};
+    const BlockDescriptors<T> empty(c, block_size);
+    kmin = DeviceBuffer<T>(d ? d->kmin : empty.kmin);
+    kmax = DeviceBuffer<T>(d ? d->kmax : empty.kmax);
+    desc = {kmin.get(), kmax.get(), empty.max_blocks, block_size};
+  }
+  static std::vector<int32_t> lengths32(const KvCache<T>& c) {
+    std::vector<int32_t> l(c.length.begin(), c.length.end());
+    return l;
+  }
+};
+
+template <class T>
+std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s, DeviceState<T>& st,
+                                 const std::vector<T>& q, int n_new, KeyGather gather,
+                                 const BlockSelection* sel, int block_size) {
+  DeviceBuffer<T> dq(q);
+  DeviceBuffer<int32_t> blocks, counts;
+  AttentionParams<T> p;
+  p.q = dq.get();
+  p.kv = st.kv;
+  p.n_q_heads = shape.n_q_heads;
+  p.n_new = n_new;
+  p.gather = gather;
+  p.schedule = s;
+  p.max_keys = st.kv.capacity;
+  if (gather == KeyGather::Blocks) {
+    blocks = DeviceBuffer<int32_t>(sel->blocks);
+    counts = DeviceBuffer<int32_t>(sel->count);
+    p.blocks = blocks.get();
+    p.n_blocks = counts.get();
+    p.max_selected = sel->max_selected;
+    p.block_size = block_size;
+    p.max_keys = std::min(st.kv.capacity, sel->max_selected * block_size);
+  }
+  DeviceBuffer<float> ws(attention_workspace_floats(st.kv.batch, shape.n_kv_heads, shape.n_q_heads, n_new,
+                                                    shape.head_dim, p.max_keys, s));
+  DeviceBuffer<float> out(q.size());
+  out.fill_bytes(0xff);  // poison: every element must be written
+  p.workspace = ws.get();
+  p.out = out.get();
+  attention<T>(p, nullptr);
+  RESA_CUDA_CHECK(cudaDeviceSynchronize());
+  return out.download();
+}
+
+std::string describe(const char* dtype, const AttentionShape& shape, const std::vector<int64_t>& lengths,
+                     Fill fill, const std::string& extra = "") {
+  std::ostringstream os;
+  os << dtype << " " << shape.str() << " " << testdata::fill_name(fill) << " L=";
+  for (size_t i = 0; i < lengths.size(); ++i) os << (i ? "," : "") << lengths[i];
+  if (!extra.empty()) os << " " << extra;
+  return os.str();
+}
+
+// Dense decode and chunked causal attention (chunk = rectification of f tokens or a prefill).
+template <class T>
+void verify_dense_and_chunk(Recorder& rec, const AttentionShape& shape, const std::vector<int64_t>& lengths,
+                            Fill fill, int chunk, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const Schedule s = make_schedule(shape);
+  int64_t cap = 1;
+  for (auto L : lengths) cap = std::max(cap, L);
+  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, static_cast<int>(cap) + 5, rng, fill);
+  const std::string name = describe(Storage<T>::name, shape, lengths, fill);
+  DeviceState<T> st(cache, nullptr, 16);
+  {
+    const auto q = testdata::random_storage<T>(lengths.size() * shape.n_q_heads * shape.head_dim, rng, fill);
+    std::vector<float> ref(q.size());
+    dense_decode<T>(shape, s, cache, q.data(), ref.data());
+    rec.floats("dense decode", name, gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0), ref);
+  }
+  int64_t min_len = cap;
+  for (auto L : lengths) min_len = std::min(min_len, L);
+  const int n = static_cast<int>(std::min<int64_t>(chunk, min_len));
+  if (n >= 1) {
+    const auto q = testdata::random_storage<T>(lengths.size() * n * shape.n_q_heads * shape.head_dim, rng, fill);
+    std::vector<float> ref(q.size());
+    chunked_attention<T>(shape, s, cache, n, q.data(), ref.data());
+    rec.floats("chunked attention", name + " n=" + std::to_string(n),
+               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
+  }
+}
+
+// Descriptors (GPU build and incremental update), selection, and block-sparse attention.
+template <class T>
+void verify_sparse(Recorder& rec, const AttentionShape& shape, const std::vector<int64_t>& lengths, Fill fill,
+                   const SparseConfig& cfg, uint64_t seed, bool nan_key) {
+  std::mt19937_64 rng(seed);
+  const Schedule s = make_schedule(shape);
+  int64_t cap = 1;
+  for (auto L : lengths) cap = std::max(cap, L);
+  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, static_cast<int>(cap) + 3, rng, fill);
+  if (nan_key) cache.key(0, 0, lengths[0] / 2)[3] = from_float<T>(NAN);  // a NaN score (ranks last)
+  const std::string name = describe(Storage<T>::name, shape, lengths, fill,
+                                    "b=" + std::to_string(cfg.block_size) + " ratio=" + cfg.ratio.str() +
+                                        (nan_key ? " nan-key" : ""));
+  BlockDescriptors<T> desc(cache, cfg.block_size);
+  build_descriptors(cache, desc);
+  DeviceState<T> st(cache, nullptr, cfg.block_size);
+  descriptors_refresh<T>(st.kv, st.desc, 0, st.desc.max_blocks, nullptr);
+  RESA_CUDA_CHECK(cudaDeviceSynchronize());
+  {
+    // Compare blocks [0, M) of each sequence (the rest is never written).
+    const auto gmin = st.kmin.download(), gmax = st.kmax.download();
+    std::vector<uint16_t> a, b;
+    for (int sq = 0; sq < cache.batch; ++sq)
+      for (int h = 0; h < shape.n_kv_heads; ++h)
+        for (int64_t blk = 0; blk < num_blocks(cache.length[sq], cfg.block_size); ++blk)
+          for (int j = 0; j < shape.head_dim; ++j) {
+            const size_t o = desc.offset(sq, h, blk) + j;
+            a.push_back(gmin[o].bits);
+            a.push_back(gmax[o].bits);
+            b.push_back(desc.kmin[o].bits);
+            b.push_back(desc.kmax[o].bits);
+          }
+    rec.exact("descriptors build", name, a, b);
+  }
+  const auto q = testdata::random_storage<T>(lengths.size() * shape.n_q_heads * shape.head_dim, rng, fill);
+  const BlockSelection ref_sel = select_for_decode<T>(shape, cfg, cache, desc, q.data());
+  {
+    const int max_blocks = st.desc.max_blocks;
+    const int max_sel = ref_sel.max_selected;
+    DeviceBuffer<T> dq(q);
+    DeviceBuffer<float> scores(static_cast<size_t>(cache.batch) * shape.n_kv_heads * max_blocks);
+    DeviceBuffer<uint64_t> keys(scores.size());
+    DeviceBuffer<int32_t> blocks(static_cast<size_t>(cache.batch) * shape.n_kv_heads * max_sel);
+    DeviceBuffer<int32_t> counts(static_cast<size_t>(cache.batch) * shape.n_kv_heads);
+    blocks.fill_bytes(0xff);
+    SelectParams<T> sp;
+    sp.q = dq.get();
+    sp.kv = st.kv;
+    sp.desc = st.desc;
+    sp.n_q_heads = shape.n_q_heads;
+    sp.cfg = cfg;
+    sp.scores = scores.get();
+    sp.keys = keys.get();
+    sp.blocks = blocks.get();
+    sp.n_blocks = counts.get();
+    sp.max_selected = max_sel;
+    select_blocks<T>(sp, nullptr);
+    RESA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto gb = blocks.download(), gc = counts.download();
+    std::vector<int32_t> got, want;
+    for (int sq = 0; sq < cache.batch; ++sq)
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        got.push_back(gc[sq * shape.n_kv_heads + h]);
+        want.push_back(ref_sel.n(sq, h));
+        for (int i = 0; i < ref_sel.n(sq, h); ++i) {
+          got.push_back(gb[static_cast<size_t>(sq * shape.n_kv_heads + h) * max_sel + i]);
+          want.push_back(ref_sel.list(sq, h)[i]);
+        }
+      }
+    rec.exact("block selection", name, got, want);
+    // Scores too (fp32 bits), for the blocks of each sequence.
+    const auto gs = scores.download();
+    std::vector<float> sg, sr;
+    std::vector<float> qbar(static_cast<size_t>(shape.n_kv_heads) * shape.head_dim);
+    for (int sq = 0; sq < cache.batch; ++sq) {
+      pooled_query<T>(shape, q.data() + static_cast<size_t>(sq) * shape.n_q_heads * shape.head_dim, qbar.data());
+      const int64_t m = num_blocks(cache.length[sq], cfg.block_size);
+      std::vector<float> sc(m);
+      for (int h = 0; h < shape.n_kv_heads; ++h) {
+        block_scores(desc, sq, h, qbar.data() + h * shape.head_dim, m, sc.data());
+        for (int64_t i = 0; i < m; ++i) {
+          sg.push_back(gs[static_cast<size_t>(sq * shape.n_kv_heads + h) * max_blocks + i]);
+          sr.push_back(sc[i]);
+        }
+      }
+    }
+    rec.floats("block scores", name, sg, sr);
+  }
+  {
+    std::vector<float> ref(q.size());
+    block_sparse_decode<T>(shape, s, cache, cfg.block_size, ref_sel, q.data(), ref.data());
+    rec.floats("block-sparse decode", name,
+               gpu_attention<T>(shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), ref);
+  }
+  if (cfg.ratio == Fraction{1, 1}) {  // ratio 1 sparse equals dense on the GPU
+    const auto dense = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+    rec.floats("ratio=1 sparse == dense (GPU)", name,
+               gpu_attention<T>(shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), dense);
+  }
+}
+
+// The GPU ReSA step and rectification against the reference's step, several steps in a row:
+// append, incremental descriptor update, selection, sparse attention; then rectify f tokens.
+template <class T>
+void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefill, int steps,
+                       const SparseConfig& cfg, uint64_t seed, bool use_graph) {
+  std::mt19937_64 rng(seed);
+  const Schedule s = make_schedule(shape);
+  const int batch = 2, cap = static_cast<int>(prefill) + steps + 8;
+  const int d = shape.head_dim, hq = shape.n_q_heads, hkv = shape.n_kv_heads;
+  KvCache<T> cache = testdata::random_cache<T>(shape, {prefill, prefill + 7}, cap, rng, Fill::Normal);
+  BlockDescriptors<T> desc(cache, cfg.block_size);
+  build_descriptors(cache, desc);
+  DeviceState<T> st(cache, &desc, cfg.block_size);
+  const StepBufferSizes z = sparse_step_buffer_sizes(batch, hkv, hq, d, cap, cfg, s, cfg.rectify_every);
+  DeviceBuffer<float> scores(z.scores), ws(z.workspace_floats), out(static_cast<size_t>(batch) * hq * d);
+  DeviceBuffer<uint64_t> keys(z.keys);
+  DeviceBuffer<int32_t> blocks(z.blocks), counts(z.n_blocks);
+  DeviceBuffer<T> dq(static_cast<size_t>(batch) * hq * d), dk(static_cast<size_t>(batch) * hkv * d),
+      dv(static_cast<size_t>(batch) * hkv * d);
+  SparseStepParams<T> p;
+  p.kv = st.kv;
+  p.desc = st.desc;
+  p.q = dq.get();
+  p.k_new = dk.get();
+  p.v_new = dv.get();
+  p.n_q_heads = hq;
+  p.cfg = cfg;
+  p.schedule = s;
+  p.scores = scores.get();
+  p.keys = keys.get();
+  p.blocks = blocks.get();
+  p.n_blocks = counts.get();
+  p.max_selected = z.max_selected;
+  p.workspace = ws.get();
+  p.out = out.get();
+  cudaStream_t stream;
+  RESA_CUDA_CHECK(cudaStreamCreate(&stream));
+  cudaGraphExec_t graph_exec = nullptr;
+  if (use_graph) {  // capture one step; replays read lengths from device memory
+    cudaGraph_t graph;
+    RESA_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    sparse_decode_step<T>(p, stream);
+    RESA_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    RESA_CUDA_CHECK(cudaGraphInstantiate(&graph_exec, graph, 0));
+    RESA_CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+  const std::string tag = std::string(Storage<T>::name) + " " + shape.str() + " prefill=" + std::to_string(prefill) +
+                          " " + cfg.str() + (use_graph ? " graph" : " eager");
+  int since = 0;
+  for (int step = 0; step < steps; ++step) {
+    const auto q = testdata::random_storage<T>(static_cast<size_t>(batch) * hq * d, rng, Fill::Normal);
+    const auto k = testdata::random_storage<T>(static_cast<size_t>(batch) * hkv * d, rng, Fill::Normal);
+    const auto v = testdata::random_storage<T>(static_cast<size_t>(batch) * hkv * d, rng, Fill::Normal);
+    dq.upload(q);
+    dk.upload(k);
+    dv.upload(v);
+    out.fill_bytes(0xff);
+    if (use_graph)
+      RESA_CUDA_CHECK(cudaGraphLaunch(graph_exec, stream));
+    else
+      sparse_decode_step<T>(p, stream);
+    // Reference step.
+    for (int b = 0; b < batch; ++b) {
+      const int64_t pos = cache.length[b];
+      for (int h = 0; h < hkv; ++h)
+        for (int j = 0; j < d; ++j) {
+          cache.key(b, h, pos)[j] = k[(static_cast<size_t>(b) * hkv + h) * d + j];
+          cache.value(b, h, pos)[j] = v[(static_cast<size_t>(b) * hkv + h) * d + j];
+        }
+      cache.length[b] = pos + 1;
+      update_descriptors(cache, desc, b, pos);
+    }
+    const BlockSelection sel = select_for_decode<T>(shape, cfg, cache, desc, q.data());
+    std::vector<float> ref(q.size());
+    block_sparse_decode<T>(shape, s, cache, cfg.block_size, sel, q.data(), ref.data());
+    RESA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    rec.floats("ReSA sparse step", tag + " step " + std::to_string(step), out.download(), ref);
+    ++since;
+    if (cfg.rectify_every > 0 && since == cfg.rectify_every) {
+      since = 0;
+      const int f = cfg.rectify_every;
+      const auto qc = testdata::random_storage<T>(static_cast<size_t>(batch) * f * hq * d, rng, Fill::Normal);
+      const auto kc = testdata::random_storage<T>(static_cast<size_t>(batch) * f * hkv * d, rng, Fill::Normal);
+      const auto vc = testdata::random_storage<T>(static_cast<size_t>(batch) * f * hkv * d, rng, Fill::Normal);
+      int64_t min_begin = cap, max_end = 0;
+      for (int b = 0; b < batch; ++b) {
+        for (int i = 0; i < f; ++i)
+          for (int h = 0; h < hkv; ++h)
+            for (int j = 0; j < d; ++j) {
+              const size_t src = ((static_cast<size_t>(b) * f + i) * hkv + h) * d + j;
+              cache.key(b, h, cache.length[b] - f + i)[j] = kc[src];
+              cache.value(b, h, cache.length[b] - f + i)[j] = vc[src];
+            }
+        const int64_t b0 = (cache.length[b] - f) / cfg.block_size, b1 = (cache.length[b] - 1) / cfg.block_size + 1;
+        refresh_descriptors(cache, desc, b, b0, b1);
+        min_begin = std::min(min_begin, b0);
+        max_end = std::max(max_end, b1);
+      }
+      std::vector<float> ref_chunk(qc.size());
+      chunked_attention<T>(shape, s, cache, f, qc.data(), ref_chunk.data());
+      DeviceBuffer<T> dqc(qc), dkc(kc), dvc(vc);
+      DeviceBuffer<float> out_chunk(qc.size());
+      out_chunk.fill_bytes(0xff);
+      rectify<T>(p, f, dqc.get(), dkc.get(), dvc.get(), static_cast<int>(min_begin), static_cast<int>(max_end),
+                 out_chunk.get(), stream);
+      RESA_CUDA_CHECK(cudaStreamSynchronize(stream));
+      rec.floats("rectification", tag + " after step " + std::to_string(step), out_chunk.download(), ref_chunk);
+    }
+  }
+  // The whole state at the end: cache, lengths and descriptors.
+  {
+    std::vector<uint16_t> a, b;
+    const auto gk = st.k.download(), gv = st.v.download(), gmin = st.kmin.download(), gmax = st.kmax.download();
+    for (size_t i = 0; i < gk.size(); ++i) {
+      a.push_back(gk[i].bits);
+      a.push_back(gv[i].bits);
+      b.push_back(cache.k[i].bits);
+      b.push_back(cache.v[i].bits);
+    }
+    for (int sq = 0; sq < batch; ++sq)
+      for (int h = 0; h < hkv; ++h)
+        for (int64_t blk = 0; blk < num_blocks(cache.length[sq], cfg.block_size); ++blk)
+          for (int j = 0; j < d; ++j) {
+            const size_t o = desc.offset(sq, h, blk) + j;
+            a.push_back(gmin[o].bits);
+            a.push_back(gmax[o].bits);
+            b.push_back(desc.kmin[o].bits);
+            b.push_back(desc.kmax[o].bits);
+          }
+    const auto gl = st.len.download();
+    for (int sq = 0; sq < batch; ++sq) {
+      a.push_back(static_cast<uint16_t>(gl[sq]));
+      b.push_back(static_cast<uint16_t>(cache.length[sq]));
+    }
+    rec.exact("ReSA step state (cache, descriptors)", tag, a, b);
+  }
+  if (graph_exec) RESA_CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
+  RESA_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// A query's output is the same alone, inside a batch, and run twice (GPU only).
+template <class T>
+void verify_invariance(Recorder& rec, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const AttentionShape shape{12, 2, 128};
+  const Schedule s = make_schedule(shape);
+  const std::vector<int64_t> lengths = {5000, 1234, 77};
+  KvCache<T> big = testdata::random_cache<T>(shape, lengths, 5000, rng, Fill::Normal);
+  const auto q = testdata::random_storage<T>(3 * 12 * 128, rng, Fill::Normal);
+  DeviceState<T> st(big, nullptr, 16);
+  const auto batched = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+  const auto again = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+  rec.floats("run-to-run (GPU)", std::string(Storage<T>::name) + " dense decode repeated", again, batched);
+  const size_t row = 12 * 128;
+  for (int b = 0; b < 3; ++b) {
+    KvCache<T> one(1, 2, 5000, 128);
+    for (int h = 0; h < 2; ++h)
+      for (int64_t p = 0; p < lengths[b]; ++p)
+        for (int c = 0; c < 128; ++c) {
+          one.key(0, h, p)[c] = big.key(b, h, p)[c];
+          one.value(0, h, p)[c] = big.value(b, h, p)[c];
+        }
+    one.length = {lengths[b]};
+    DeviceState<T> single(one, nullptr, 16);
+    std::vector<T> qb(q.begin() + b * row, q.begin() + (b + 1) * row);
+    const auto alone = gpu_attention<T>(shape, s, single, qb, 1, KeyGather::Causal, nullptr, 0);
+    rec.floats("batch invariance (GPU)", std::string(Storage<T>::name) + " sequence " + std::to_string(b) + " of 3",
+               alone, std::vector<float>(batched.begin() + b * row, batched.begin() + (b + 1) * row));
+  }
+}
+
+SparseConfig sparse_config(int b, Fraction ratio, int n_min, int n_sink, int f) {
+  SparseConfig c;
+  c.block_size = b;
+  c.ratio = ratio;
+  c.n_min = n_min;
+  c.n_sink = n_sink;
+  c.rectify_every = f;
+  return c;
+}
+
+}  // namespace
+
+VerifyReport run_validation_matrix(const VerifyOptions& opt) {
+  const DeviceInfo dev = device_info();
+  if (!dev.present) throw CudaError("resa verify needs a CUDA device: " + dev.why_absent);
+  VerifyReport report;
+  Recorder rec{report, opt};
+  uint64_t seed = opt.seed;
+  const int groups[] = {1, 2, 4, 6, 7, 8};
+  const Fill fills[] = {Fill::Normal, Fill::Spread, Fill::Adversarial};
+  const int chunks[] = {1, 8, 32, 64};
+  // Dense decode and chunked attention over the shape matrix.
+  std::vector<std::vector<int64_t>> length_sets = {{1}, {255, 256, 17}, {513, 1000, 64}, {4097}};
+  if (opt.quick) length_sets = {{255, 17}, {1000}};
+  int i = 0;
+  for (int d : {64, 128})
+    for (int g : groups) {
+      if (opt.quick && g != 1 && g != 6 && g != 8) continue;
+      const Fill fill = fills[i % 3];
+      const auto& ls = length_sets[i % length_sets.size()];
+      const int hkv = 1 + i % 2;
+      verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fill, chunks[i % 4], seed++);
+      verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
+      ++i;
+    }
+  if (!opt.quick) {
+    // The two model shapes at longer lengths, rectification-sized chunks.
+    verify_dense_and_chunk<bf16>(rec, {12, 2, 128}, {16384, 9999, 3}, Fill::Normal, 32, seed++);
+    verify_dense_and_chunk<bf16>(rec, {28, 4, 128}, {65536 + 7}, Fill::Normal, 64, seed++);
+    verify_dense_and_chunk<fp16>(rec, {8, 1, 128}, {2048}, Fill::Normal, 128, seed++);  // n = 128 rows x g 8
+    if (opt.long_context) {
+      verify_dense_and_chunk<bf16>(rec, {12, 2, 128}, {300000}, Fill::Normal, 8, seed++);
+      verify_dense_and_chunk<fp16>(rec, {28, 4, 128}, {131072 + 100}, Fill::Normal, 1, seed++);
+    }
+  }
+  // Descriptors, selection and block-sparse attention.
+  const Fraction ratios[] = {{1, 20}, {1, 10}, {1, 5}, {1, 1}};
+  i = 0;
+  for (int d : {64, 128})
+    for (int g : groups) {
+      if (opt.quick && g != 4 && g != 7) continue;
+      const Fraction r = ratios[i % 4];
+      const int b = (i % 3 == 2) ? 64 : 16;
+      const std::vector<int64_t> ls = opt.quick ? std::vector<int64_t>{3000}
+                                                : (i % 2 ? std::vector<int64_t>{5000, 256, 4099} : std::vector<int64_t>{12345});
+      const int hkv = 1 + (i + 1) % 2;
+      verify_sparse<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], sparse_config(b, r, 16, i % 4 == 3 ? 2 : 0, 32),
+                          seed++, i % 5 == 1);
+      verify_sparse<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 2) % 3], sparse_config(b, r, 4, 0, 32), seed++, false);
+      ++i;
+    }
+  if (!opt.quick && opt.long_context) {
+    verify_sparse<bf16>(rec, {12, 2, 128}, {300000}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
+    verify_sparse<bf16>(rec, {28, 4, 128}, {262144 + 9}, Fill::Normal, sparse_config(16, {1, 20}, 16, 0, 32), seed++, false);
+    verify_sparse<fp16>(rec, {12, 2, 128}, {131072}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
+  }
+  // The GPU ReSA step with rectification, eager and replayed from a CUDA graph.
+  if (opt.quick) {
+    verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true);
+  } else {
+    for (int f : chunks) {
+      verify_resa_steps<bf16>(rec, {12, 2, 128}, 900, 2 * f + 3 > 70 ? 70 : 2 * f + 3,
+                              sparse_config(16, {1, 10}, 4, 0, f), seed++, false);
+    }
+    verify_resa_steps<fp16>(rec, {28, 4, 128}, 2500, 40, sparse_config(16, {1, 20}, 16, 1, 32), seed++, true);
+    verify_resa_steps<bf16>(rec, {7, 1, 64}, 300, 20, sparse_config(32, {1, 5}, 2, 0, 8), seed++, true);
+  }
+  verify_invariance<bf16>(rec, seed++);
+  if (!opt.quick) verify_invariance<fp16>(rec, seed++);
+  return report;
+}
+
+}  // namespace resa::cuda

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# scripts/gpu_validate.sh — the one build-and-validate script for the GPU machine (device tool).
+# Builds with CUDA (sm_90a), then runs the requested stages and writes logs under $OUT (or ./gpu-out):
+#   tests     the gpu-labelled GoogleTest cases (and the CPU suite)          -> tests.log
+#   verify    `resa verify` full validation matrix                           -> verify.log
+#   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
+#                                                                            -> sanitizer.log
+#   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
+#   record    writes validation/<card>-<commit>.md from the logs above
+# Usage: bash scripts/gpu_validate.sh tests verify sanitize bench record
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests verify sanitize bench record)
+export PATH=/usr/local/cuda/bin:$PATH
+build=build/gpu
+start=$(date +%s)
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+uncommitted changes)')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  nvcc --version | tail -1
+} | tee "$OUT/machine.txt"
+
+cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+  -DHDF5_INCLUDE_DIRS=/usr/include/hdf5/serial >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+cmake --build $build -j 16 >"$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
+echo "build: ok ($(( $(date +%s) - start )) s)"
+
+rc=0
+for s in "${stages[@]}"; do
+  case $s in
+    tests)
+      (cd $build && ctest --output-on-failure -j 8 --timeout 1500) >"$OUT/tests.log" 2>&1 || rc=1
+      grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15 ;;
+    verify)
+      $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1
+      grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40 ;;
+    sanitize)
+      : >"$OUT/sanitizer.log"
+      for tool in memcheck racecheck initcheck synccheck; do
+        extra=""; [ $tool = memcheck ] && extra="--leak-check full"
+        compute-sanitizer --tool $tool $extra --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
+          >>"$OUT/sanitizer.log" 2>&1; r=$?
+        echo "sanitizer $tool: exit $r ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer.log") clean summaries so far)" | tee -a "$OUT/sanitizer.log"
+        [ $r -ne 0 ] && rc=1
+      done ;;
+    bench)
+      $build/cuda/bench_gpu --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1 || rc=1
+      python3 scripts/bench_peers.py --json "$OUT/peers.json" >>"$OUT/bench.log" 2>&1 || echo "peers: failed (see bench.log)"
+      tail -60 "$OUT/bench.log" ;;
+    record)
+      python3 scripts/write_validation_record.py "$OUT" validation || rc=1 ;;
+    *) echo "unknown stage $s"; rc=2 ;;
+  esac
+  echo "stage $s done at $(( $(date +%s) - start )) s (rc so far $rc)"
+done
+exit $rc
