@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu_validate.sh — the one build-and-validate script for the GPU machine (device tool).
 # Builds with CUDA (sm_90a), then runs the requested stages and writes logs under $OUT (or ./gpu-out):
-#   tests     the gpu-labelled GoogleTest cases (and the CPU suite)          -> tests.log
+#   tests     the gpu-labelled GoogleTest cases (the CPU suite runs in CI)   -> tests.log
 #   verify    `resa verify` full validation matrix                           -> verify.log
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
 #                                                                            -> sanitizer.log
@@ -26,14 +26,14 @@ start=$(date +%s)
 
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
   -DHDF5_INCLUDE_DIRS=/usr/include/hdf5/serial >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build $build -j 16 >"$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
+cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu >"$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "build: ok ($(( $(date +%s) - start )) s)"
 
 rc=0
 for s in "${stages[@]}"; do
   case $s in
     tests)
-      (cd $build && ctest --output-on-failure -j 8 --timeout 1500) >"$OUT/tests.log" 2>&1 || rc=1
+      (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1 || rc=1
       grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15 ;;
     verify)
       $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1

@@ -213,7 +213,7 @@ void verify_sparse(Recorder& rec, const AttentionShape& shape, const std::vector
   const BlockSelection ref_sel = select_for_decode<T>(shape, cfg, cache, desc, q.data());
   {
     const int max_blocks = st.desc.max_blocks;
-    const int max_sel = ref_sel.max_selected;
+    const int max_sel = static_cast<int>(std::max<int64_t>(ref_sel.max_selected, max_selected_blocks(cache.capacity, cfg)));
     DeviceBuffer<T> dq(q);
     DeviceBuffer<float> scores(static_cast<size_t>(cache.batch) * shape.n_kv_heads * max_blocks);
     DeviceBuffer<uint64_t> keys(scores.size());
