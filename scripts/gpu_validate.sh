@@ -19,7 +19,7 @@ build=build/gpu
 start=$(date +%s)
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+uncommitted changes)')"
+  echo "commit: $(git -c safe.directory='*' rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git -c safe.directory='*' diff --quiet HEAD 2>/dev/null || echo ' (+uncommitted changes)')"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   nvcc --version | tail -1
 } | tee "$OUT/machine.txt"
@@ -42,7 +42,7 @@ for s in "${stages[@]}"; do
       : >"$OUT/sanitizer.log"
       for tool in memcheck racecheck initcheck synccheck; do
         extra=""; [ $tool = memcheck ] && extra="--leak-check full"
-        compute-sanitizer --tool $tool $extra --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
+        timeout 150 compute-sanitizer --tool $tool $extra --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
           >>"$OUT/sanitizer.log" 2>&1; r=$?
         echo "sanitizer $tool: exit $r ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer.log") clean summaries so far)" | tee -a "$OUT/sanitizer.log"
         [ $r -ne 0 ] && rc=1
