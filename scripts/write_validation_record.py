@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""scripts/write_validation_record.py — turn the logs of scripts/gpu_validate.sh (one or more
+$OUT folders) into a validation record: validation/<date>-<card>-<commit>.md with the machine,
+the gpu-labelled test counts, the `resa verify` table, the compute-sanitizer summaries and the
+benchmark table, and copies of the raw logs beside it.
+
+Usage: python3 scripts/write_validation_record.py --commit HASH OUT_DIR [OUT_DIR ...] [--dest validation]
+"""
+import argparse
+import datetime
+import pathlib
+import re
+import shutil
+
+
+def read(dirs, name):
+    for d in dirs:
+        p = pathlib.Path(d) / name
+        if p.exists():
+            return p.read_text(errors="replace")
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--commit", required=True, help="commit the logs were produced from")
+    ap.add_argument("--dest", default="validation")
+    args = ap.parse_args()
+    machine = read(args.dirs, "machine.txt") or ""
+    card = machine.splitlines()[2].split(",")[0].strip() if len(machine.splitlines()) > 2 else "unknown card"
+    date = (re.search(r"date: (\S+)", machine) or [None, datetime.datetime.utcnow().isoformat()])[1][:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
+    dest = pathlib.Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    name = f"{date}-{slug}-{args.commit[:10]}"
+    out = [f"# GPU validation record: {card}, commit {args.commit}", "",
+           "Produced by `scripts/gpu_validate.sh` on the device machine; this file by "
+           "`scripts/write_validation_record.py`. Raw logs: `" + name + "/`.", "", "## Machine", "```",
+           machine.strip(), "```", ""]
+    tests = read(args.dirs, "tests.log")
+    if tests:
+        summary = [l for l in tests.splitlines() if re.search(r"tests passed|tests failed|Total Test time", l)]
+        out += ["## GoogleTest, label `gpu` (`ctest -L gpu`)", "```", *summary, "```", ""]
+    verify = read(args.dirs, "verify.log")
+    if verify:
+        lines = verify.splitlines()
+        start = next((i for i, l in enumerate(lines) if l.startswith("kernel ")), None)
+        table = lines[start:] if start is not None else lines[-20:]
+        head = [l for l in lines if l.startswith("resa verify on")]
+        cases = sum(1 for l in lines if l.endswith("  ok") or "MISMATCH" in l)
+        out += ["## `resa verify` (bit patterns, GPU vs CPU reference)", "```", *head, *table, "```",
+                f"{cases} cases in total (one line each in the raw log).", ""]
+    san = read(args.dirs, "sanitizer.log")
+    if san:
+        keep = [l for l in san.splitlines() if "SUMMARY" in l or l.startswith("sanitizer ") or l.startswith("verify:")]
+        out += ["## compute-sanitizer on `resa verify --quick --no-long-context`", "```", *keep, "```", ""]
+    bench = read(args.dirs, "bench.log")
+    if bench:
+        out += ["## Benchmark (baseline)", "```", bench.strip(), "```", ""]
+    (dest / f"{name}.md").write_text("\n".join(out) + "\n")
+    raw = dest / name
+    raw.mkdir(exist_ok=True)
+    for d in args.dirs:
+        for p in pathlib.Path(d).iterdir():
+            if p.suffix in (".log", ".txt", ".json") and p.name not in ("build.log", "configure.log"):
+                shutil.copy(p, raw / p.name)
+    print(dest / f"{name}.md")
+
+
+if __name__ == "__main__":
+    main()
