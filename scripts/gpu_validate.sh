@@ -6,7 +6,8 @@
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
-#   record    writes validation/<card>-<commit>.md from the logs above
+#   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
+# At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh tests verify sanitize bench record
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,11 @@ start=$(date +%s)
   nvcc --version | tail -1
 } | tee "$OUT/machine.txt"
 
+mkdir -p $build
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DHDF5_INCLUDE_DIRS=/usr/include/hdf5/serial >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu >"$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
+  >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
+cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu >"$build/build.log" 2>&1 ||
+  { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
 echo "build: ok ($(( $(date +%s) - start )) s)"
 
 rc=0

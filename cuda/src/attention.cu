@@ -10,6 +10,9 @@
 //   attention_merge_kernel  grid (row, KV head, sequence); folds a row's split partials left to
 //     right with the shared merge rule and writes acc / l.
 //
+//   attention_split_decode_kernel  the same computation when all rows fit one MMA tile (decode),
+//     with the four warps splitting each key tile's scores and output columns.
+//
 // Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cu.
 #include <algorithm>
 #include <string>
@@ -257,6 +260,223 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   }
 }
 
+// Decode variant for launches whose query rows fit one 16-row MMA tile (decode, block-sparse
+// decode, chunks with n_new * g <= 16). The four warps share each key tile instead of idling:
+// warp w computes the scores of keys 16w..16w+15 (the same k16 chains), the row maxima meet in
+// shared memory, P goes through shared memory, and warp w accumulates output columns
+// [w*D/4, (w+1)*D/4) over the tile's four key groups in order. Every element sees exactly the
+// operations of attention_split_kernel, so the results are the same bits.
+constexpr int kDecodeWarps = 4;
+template <class T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  extern __shared__ __align__(16) uint16_t smem[];
+  constexpr int kRow = smem_row<D>();
+  constexpr int kTileElems = kKeyTile * kRow;
+  constexpr int kPRow = kKeyTile + 8;
+  constexpr int kColTiles = D / 8 / kDecodeWarps;  // output n-tiles per warp
+  uint16_t* ps = smem + 4 * kTileElems;            // P [16][kPRow]
+  float* red = reinterpret_cast<float*>(ps + 16 * kPRow);  // [warps][16] row maxima
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int n_keys = row_keys_max(p, b, kvh, L);
+  const int S = p.schedule.split_len;
+  const int split_begin = split * S;
+  if (split_begin >= n_keys) return;
+  const int split_end = min(split_begin + S, n_keys);
+  const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
+  const bool causal = p.gather == KeyGather::Causal;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tq = lane % 4;
+
+  const size_t head_base = (static_cast<size_t>(b) * hkv + kvh) * p.kv.capacity;
+  const uint16_t* kbase = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base * D;
+  const uint16_t* vbase = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base * D;
+  const int32_t* block_list =
+      causal ? nullptr : p.blocks + static_cast<size_t>(b * hkv + kvh) * p.max_selected;
+  auto load_tile = [&](int stage, int tile) {
+    uint16_t* ks = smem + stage * 2 * kTileElems;
+    uint16_t* vs = ks + kTileElems;
+    const int t0 = split_begin + tile * kKeyTile;
+    constexpr int kChunks = kKeyTile * D / 8;
+    for (int c = threadIdx.x; c < kChunks; c += blockDim.x) {
+      const int key = c / (D / 8), part = c % (D / 8);
+      const int idx = t0 + key;
+      const bool valid = idx < split_end;
+      int pos = 0;
+      if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
+      const size_t off = static_cast<size_t>(pos) * D + part * 8;
+      detail::cp_async_16(ks + key * kRow + part * 8, kbase + off, valid ? 16 : 0);
+      detail::cp_async_16(vs + key * kRow + part * 8, vbase + off, valid ? 16 : 0);
+    }
+    detail::cp_async_commit();
+  };
+  if (causal && L - p.n_new + (rows_per_head - 1) / g + 1 <= split_begin) return;
+
+  int row[2], limit[2];
+  bool row_valid[2];
+  for (int h = 0; h < 2; ++h) {
+    row[h] = gid + 8 * h;
+    row_valid[h] = row[h] < rows_per_head;
+    limit[h] = causal ? (L - p.n_new + (row_valid[h] ? row[h] / g : 0) + 1) : n_keys;
+  }
+  uint32_t qa[D / 16][4];
+  for (int h = 0; h < 2; ++h) {
+    const uint16_t* qrow = nullptr;
+    if (row_valid[h]) {
+      const int i = row[h] / g, head = kvh * g + row[h] % g;
+      qrow = reinterpret_cast<const uint16_t*>(p.q) +
+             ((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D;
+    }
+#pragma unroll
+    for (int u = 0; u < D / 16; ++u) {
+      qa[u][h] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 2 * tq) : 0u;
+      qa[u][h + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 8 + 2 * tq) : 0u;
+    }
+  }
+  float m[2] = {neg_inf(), neg_inf()};
+  float lf[4] = {0.f, 0.f, 0.f, 0.f};
+  float acc[kColTiles][4];
+#pragma unroll
+  for (int j = 0; j < kColTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+
+  load_tile(0, 0);
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    if (tile + 1 < n_tiles) {
+      load_tile((tile + 1) & 1, tile + 1);
+      detail::cp_async_wait<1>();
+    } else {
+      detail::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* ks = smem + (tile & 1) * 2 * kTileElems;
+    const uint16_t* vs = ks + kTileElems;
+    const int t0 = split_begin + tile * kKeyTile;
+    // Scores of this warp's 16 keys (n-tiles 2w and 2w+1).
+    float s[2][4];
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {
+      const int j = 2 * warp + jj;
+      s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
+#pragma unroll
+      for (int u = 0; u < D / 16; u += 2) {
+        uint32_t kb[4];
+        const int mi = lane / 8, r = lane % 8;
+        detail::ldmatrix_x4(kb, ks + (8 * j + r) * kRow + 16 * u + 8 * mi);
+        mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
+        mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
+      }
+    }
+    bool active[2];
+    float mx[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      active[h] = t0 < limit[h];
+      float x = neg_inf();
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int idx = t0 + 8 * (2 * warp + jj) + 2 * tq + e;
+          const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], p.schedule.scale_log2) : neg_inf();
+          s[jj][2 * h + e] = t;
+          x = max_ignore_nan(x, t);
+        }
+      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 1));
+      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 2));
+      if (tq == 0) red[warp * 16 + gid + 8 * h] = x;
+    }
+    __syncthreads();
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float x = m[h];
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) x = max_ignore_nan(x, red[w * 16 + gid + 8 * h]);
+      mx[h] = x;
+      alpha[h] = softmax_rescale(m[h], x);
+      m[h] = x;
+    }
+    // P of this warp's keys into shared memory, in the storage dtype.
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint16_t lo = from_float<T>(softmax_prob(s[jj][2 * h], mx[h])).bits;
+        const uint16_t hi = from_float<T>(softmax_prob(s[jj][2 * h + 1], mx[h])).bits;
+        *reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * kPRow + 8 * (2 * warp + jj) + 2 * tq) =
+            detail::pack_pair(lo, hi);
+      }
+    __syncthreads();
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int mi = lane / 8, r = lane % 8;
+      detail::ldmatrix_x4(pa[u], ps + (r + 8 * (mi % 2)) * kPRow + 16 * u + 8 * (mi / 2));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      lf[2 * h] = mul_rn(lf[2 * h], alpha[h]);
+      lf[2 * h + 1] = mul_rn(lf[2 * h + 1], alpha[h]);
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) {
+        acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
+        acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
+      }
+    }
+    if (warp == 0) {
+      const float keep[4] = {lf[0], lf[1], lf[2], lf[3]};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) mma_16816<T>(lf, pa[u], MmaTraits<T>::kOnePair, MmaTraits<T>::kOnePair);
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (!active[h]) {
+          lf[2 * h] = keep[2 * h];
+          lf[2 * h + 1] = keep[2 * h + 1];
+        }
+    }
+#pragma unroll
+    for (int jl = 0; jl < kColTiles; jl += 2) {
+      const int j = warp * kColTiles + jl;  // global output n-tile
+      const float keep0[4] = {acc[jl][0], acc[jl][1], acc[jl][2], acc[jl][3]};
+      const float keep1[4] = {acc[jl + 1][0], acc[jl + 1][1], acc[jl + 1][2], acc[jl + 1][3]};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        uint32_t vb[4];
+        const int mi = lane / 8, r = lane % 8;
+        detail::ldmatrix_x4_trans(vb, vs + (16 * u + 8 * (mi % 2) + r) * kRow + 8 * (j + mi / 2));
+        mma_16816<T>(acc[jl], pa[u], vb[0], vb[1]);
+        mma_16816<T>(acc[jl + 1], pa[u], vb[2], vb[3]);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (!active[h]) {
+          acc[jl][2 * h] = keep0[2 * h];
+          acc[jl][2 * h + 1] = keep0[2 * h + 1];
+          acc[jl + 1][2 * h] = keep1[2 * h];
+          acc[jl + 1][2 * h + 1] = keep1[2 * h + 1];
+        }
+    }
+    __syncthreads();  // K/V stage, P and the maxima are free again
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!row_valid[h] || limit[h] <= split_begin) continue;
+    const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row[h];
+    float* accp = p.workspace + slot * D;
+#pragma unroll
+    for (int jl = 0; jl < kColTiles; ++jl)
+      *reinterpret_cast<float2*>(accp + 8 * (warp * kColTiles + jl) + 2 * tq) =
+          make_float2(acc[jl][2 * h], acc[jl][2 * h + 1]);
+    if (warp == 0 && tq == 0) {
+      float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
+      ml[slot * 2] = m[h];
+      ml[slot * 2 + 1] = lf[2 * h];
+    }
+  }
+}
+
 template <class T, int D>
 __global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, c = threadIdx.x;
@@ -289,14 +509,23 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int warps = std::clamp(row_tiles, kMinWarps, kMaxWarps);
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
   constexpr size_t smem = smem_bytes<D>();
+  constexpr size_t smem_decode = smem + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
   static bool configured = false;  // per template instance; the attribute is per function
   if (!configured) {
     RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_kernel<T, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_decode)));
     configured = true;
   }
-  attention_split_kernel<T, D><<<dim3(max_splits, hkv, p.kv.batch), warps * 32, smem, stream>>>(p, rows, max_splits);
-  RESA_CUDA_CHECK_LAUNCH("attention_split_kernel");
+  if (row_tiles == 1) {
+    attention_split_decode_kernel<T, D>
+        <<<dim3(max_splits, hkv, p.kv.batch), kDecodeWarps * 32, smem_decode, stream>>>(p, rows, max_splits);
+    RESA_CUDA_CHECK_LAUNCH("attention_split_decode_kernel");
+  } else {
+    attention_split_kernel<T, D><<<dim3(max_splits, hkv, p.kv.batch), warps * 32, smem, stream>>>(p, rows, max_splits);
+    RESA_CUDA_CHECK_LAUNCH("attention_split_kernel");
+  }
   attention_merge_kernel<T, D><<<dim3(rows, hkv, p.kv.batch), D, 0, stream>>>(p, rows, max_splits);
   RESA_CUDA_CHECK_LAUNCH("attention_merge_kernel");
 }

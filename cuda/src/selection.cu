@@ -1,8 +1,8 @@
 // cuda/src/selection.cu — block descriptors (range refresh, incremental update of the newest
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
-// spec): pooled query, warp-order scores, n_sel in exact integers, forced local/sink blocks, top-k
-// by a radix select over 64-bit rank keys (resa::selection_key), ascending compaction. Nothing
-// leaves the device. Tested by tests/gpu/test_gpu_kernels.cu.
+// spec): block_scores_kernel (pooled query, warp-order scores and rank keys, spread over many
+// CTAs) then topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over
+// the 64-bit rank keys of resa::selection_key, ascending compaction). Nothing leaves the device. Tested by tests/gpu/test_gpu_kernels.cu.
 #include <algorithm>
 #include <string>
 
@@ -99,21 +99,19 @@ __device__ int cta_exclusive_count(bool flag, int* warp_sums, int* total) {
   return off;
 }
 
+// Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head):
+// one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly.
+constexpr int kScoreThreads = 256;
+constexpr int kBlocksPerCta = 64;
 template <class T, int D>
-__global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const SelectParams<T> p) {
+__global__ void __launch_bounds__(kScoreThreads) block_scores_kernel(const SelectParams<T> p) {
   __shared__ float qbar[D];
-  __shared__ unsigned hist[256];
-  __shared__ int warp_sums[32];
-  __shared__ int total;
-  __shared__ unsigned long long prefix_s;
-  __shared__ int remaining_s;
-  const int kvh = blockIdx.x, b = blockIdx.y;
+  const int kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
-  const int bs = p.cfg.block_size;
-  const int M = (L + bs - 1) / bs;
-  const int slot = b * hkv + kvh;
-
+  const int M = (L + p.cfg.block_size - 1) / p.cfg.block_size;
+  const int first = blockIdx.x * kBlocksPerCta;
+  if (first >= M) return;
   // Pooled query: sum over the group's heads in head order, then one division by g.
   const T* q = p.q + static_cast<size_t>(b) * p.n_q_heads * D;
   for (int j = threadIdx.x; j < D; j += blockDim.x) {
@@ -122,21 +120,12 @@ __global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const Sel
     qbar[j] = div_rn(sum, static_cast<float>(g));
   }
   __syncthreads();
-
-  // n_sel = max(ceil(ratio * M), min(M, n_min)), forced = last n_local and first n_sink blocks.
-  const long long by_ratio = (static_cast<long long>(p.cfg.ratio.num) * M + p.cfg.ratio.den - 1) / p.cfg.ratio.den;
-  const long long n_sel = min(static_cast<long long>(M), max(by_ratio, static_cast<long long>(min(M, p.cfg.n_min))));
   const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
-  const int n_forced = (M - local_begin) + max(0, min(sink_end, local_begin));
-  const int K = static_cast<int>(max(n_sel, static_cast<long long>(n_forced)));
-
-  // Scores, one warp per block: lane l sums its D/32 consecutive terms, then an XOR butterfly.
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   constexpr int kPerLane = D / 32;
-  const size_t desc_head = static_cast<size_t>(slot) * p.desc.max_blocks;
-  float* scores = p.scores + desc_head;
-  uint64_t* keys = p.keys + desc_head;
-  for (int blk = warp; blk < M; blk += nwarps) {
+  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
+  const int last = min(M, first + kBlocksPerCta);
+  for (int blk = first + warp; blk < last; blk += nwarps) {
     const T* kmin = p.desc.kmin + (desc_head + blk) * D + lane * kPerLane;
     const T* kmax = p.desc.kmax + (desc_head + blk) * D + lane * kPerLane;
     float acc = block_score_term(qbar[lane * kPerLane], to_float(kmin[0]), to_float(kmax[0]));
@@ -147,12 +136,34 @@ __global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const Sel
     for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
     if (lane == 0) {
       const float score = canonicalize_nan(acc);
-      scores[blk] = score;
-      const bool forced = blk >= local_begin || blk < sink_end;
-      keys[blk] = selection_key(score, static_cast<uint32_t>(blk), forced);
+      p.scores[desc_head + blk] = score;
+      p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
     }
   }
-  __syncthreads();
+}
+
+// Top-k of one (sequence, KV head) from the rank keys: n_sel in exact integers, radix select of
+// the K-th largest key, ascending compaction.
+__global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* length, int n_kv_heads, int max_blocks,
+                                                              SparseConfig cfg, const uint64_t* all_keys,
+                                                              int32_t* all_blocks, int32_t* n_blocks, int max_selected) {
+  __shared__ unsigned hist[256];
+  __shared__ int warp_sums[32];
+  __shared__ int total;
+  __shared__ unsigned long long prefix_s;
+  __shared__ int remaining_s;
+  const int kvh = blockIdx.x, b = blockIdx.y;
+  const int L = length[b];
+  const int M = (L + cfg.block_size - 1) / cfg.block_size;
+  const int slot = b * n_kv_heads + kvh;
+  const uint64_t* keys = all_keys + static_cast<size_t>(slot) * max_blocks;
+
+  // n_sel = max(ceil(ratio * M), min(M, n_min)); K = max(n_sel, number of forced blocks).
+  const long long by_ratio = (static_cast<long long>(cfg.ratio.num) * M + cfg.ratio.den - 1) / cfg.ratio.den;
+  const long long n_sel = min(static_cast<long long>(M), max(by_ratio, static_cast<long long>(min(M, cfg.n_min))));
+  const int local_begin = max(0, M - cfg.n_local), sink_end = min(M, cfg.n_sink);
+  const int n_forced = (M - local_begin) + max(0, min(sink_end, local_begin));
+  const int K = static_cast<int>(max(n_sel, static_cast<long long>(n_forced)));
 
   // Radix select of the K-th largest key (keys are distinct), 8 bits at a time from the top.
   if (threadIdx.x == 0) {
@@ -187,7 +198,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const Sel
   const unsigned long long threshold = prefix_s;
 
   // Ascending compaction of the keys >= threshold.
-  int32_t* out = p.blocks + static_cast<size_t>(slot) * p.max_selected;
+  int32_t* out = all_blocks + static_cast<size_t>(slot) * max_selected;
   int base = 0;
   for (int start = 0; start < M; start += blockDim.x) {
     const int i = start + threadIdx.x;
@@ -197,7 +208,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_blocks_kernel(const Sel
     base += total;
     __syncthreads();
   }
-  if (threadIdx.x == 0) p.n_blocks[slot] = base;
+  if (threadIdx.x == 0) n_blocks[slot] = base;
 }
 
 }  // namespace
@@ -251,11 +262,15 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
                           " < " + std::to_string(need) + " needed at capacity " + std::to_string(p.kv.capacity));
   if (!p.q || !p.scores || !p.keys || !p.blocks || !p.n_blocks || !p.desc.kmin || !p.desc.kmax)
     throw InvalidArgument("cuda::select_blocks: a device pointer is null");
+  const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
   if (p.kv.head_dim == 128)
-    select_blocks_kernel<T, 128><<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(p);
+    block_scores_kernel<T, 128><<<score_grid, kScoreThreads, 0, stream>>>(p);
   else
-    select_blocks_kernel<T, 64><<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(p);
-  RESA_CUDA_CHECK_LAUNCH("select_blocks_kernel");
+    block_scores_kernel<T, 64><<<score_grid, kScoreThreads, 0, stream>>>(p);
+  RESA_CUDA_CHECK_LAUNCH("block_scores_kernel");
+  topk_kernel<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(
+      p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected);
+  RESA_CUDA_CHECK_LAUNCH("topk_kernel");
 }
 
 #define RESA_INSTANTIATE(T)                                                                              \
