@@ -34,6 +34,13 @@ void ResaController::prefill(int64_t n_tokens) {
   length_ = n_tokens;
 }
 
+void ResaController::adopt_prefill(int64_t n_tokens) {
+  if (length_ != 0) throw InvalidArgument("adopt_prefill: the sequence already holds tokens");
+  if (n_tokens < 1 || n_tokens > (1 << 30))
+    throw InvalidArgument("adopt_prefill: n_tokens = " + std::to_string(n_tokens) + " must be in [1, 2^30]");
+  length_ = n_tokens;
+}
+
 StepReport ResaController::decode_step() {
   if (length_ == 0) throw InvalidArgument("decode_step: prefill first (the cache is empty)");
   StepReport rep;
@@ -134,6 +141,26 @@ template <class T>
 void CpuAttentionEngine<T>::refresh_descriptors(int64_t block_begin, int64_t block_end) {
   for (size_t l = 0; l < caches_.size(); ++l)
     resa::refresh_descriptors<T>(caches_[l], descs_[l], 0, block_begin, block_end);
+}
+
+template <class T>
+void CpuAttentionEngine<T>::load_prefix(const CpuAttentionEngine& other, int64_t length) {
+  if (other.caches_.size() != caches_.size() || !(other.shape_ == shape_) ||
+      other.caches_[0].capacity != caches_[0].capacity)
+    throw InvalidArgument("load_prefix: the engines differ in shape, layer count or capacity");
+  if (length < 1 || length > other.caches_[0].length[0])
+    throw InvalidArgument("load_prefix: length " + std::to_string(length) + " outside [1, source length " +
+                          std::to_string(other.caches_[0].length[0]) + "]");
+  for (size_t l = 0; l < caches_.size(); ++l) {
+    KvCache<T>& dst = caches_[l];
+    const KvCache<T>& src = other.caches_[l];
+    for (int h = 0; h < dst.n_kv_heads; ++h) {
+      std::copy_n(src.key(0, h, 0), static_cast<size_t>(length) * dst.head_dim, dst.key(0, h, 0));
+      std::copy_n(src.value(0, h, 0), static_cast<size_t>(length) * dst.head_dim, dst.value(0, h, 0));
+    }
+    dst.length[0] = length;
+    resa::refresh_descriptors<T>(dst, descs_[l], 0, 0, num_blocks(length, cfg_.block_size));
+  }
 }
 
 template class CpuAttentionEngine<bf16>;

@@ -86,6 +86,9 @@ class ResaController {
   ResaController(DecodeMode mode, const SparseConfig& cfg, AttentionEngine& engine,
                  ModelCallbacks model);
   void prefill(int64_t n_tokens);  // positions [0, n_tokens), dense
+  // Take over an engine that already holds the dense prefill of positions [0, n_tokens) (copied
+  // from another engine with CpuAttentionEngine::load_prefix), instead of running it again.
+  void adopt_prefill(int64_t n_tokens);
   StepReport decode_step();        // the token at position length()
   int64_t length() const { return length_; }
   int64_t sparse_steps_since_rectify() const { return since_rectify_; }
@@ -113,6 +116,10 @@ class CpuAttentionEngine : public AttentionEngine {
   const BlockDescriptors<T>& descriptors(int layer) const { return descs_.at(layer); }
   // Selection of the last sparse step of `layer` (for recall and cost metrics).
   const BlockSelection& last_selection(int layer) const { return last_sel_.at(layer); }
+  // Copy K/V of positions [0, length) of every layer from `other` (same shape, layer count and
+  // capacity; its block size may differ) and rebuild this engine's descriptors of those blocks:
+  // the state a dense prefill of those positions leaves. Lets several runs share one prefill.
+  void load_prefix(const CpuAttentionEngine& other, int64_t length);
 
  private:
   AttentionShape shape_;
