@@ -9,6 +9,7 @@ namespace resa::cli {
 
 void add_info_command(CLI::App& app);      // main.cpp
 void add_selftest_command(CLI::App& app);  // selftest.cpp
+void add_simulate_command(CLI::App& app);  // simulate.cpp
 void add_verify_command(CLI::App& app);    // verify.cpp
 
 }  // namespace resa::cli

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(RESA_VERSION) + " (" + RESA_GIT_COMMIT + ")");
   resa::cli::add_info_command(app);
   resa::cli::add_selftest_command(app);
+  resa::cli::add_simulate_command(app);
   resa::cli::add_verify_command(app);
   try {
     app.parse(argc, argv);
