@@ -477,8 +477,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
+// One CTA per (row, KV head, sequence), one thread per output column. The (m, l) pairs of the
+// row's splits are staged in shared memory and each thread loads its acc values eight splits
+// ahead, so the left-to-right merge (a dependent chain by definition) is not a chain of loads.
+constexpr int kMergeChunk = 1024;
 template <class T, int D>
 __global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  __shared__ float sml[2 * kMergeChunk];
   const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, c = threadIdx.x;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
@@ -488,13 +493,35 @@ __global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_
   const int ns = (n_keys + S - 1) / S;
   const size_t base = (static_cast<size_t>(b) * hkv + kvh) * max_splits * rows_per_head + r;
   const float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
-  float m = ml[base * 2], l = ml[base * 2 + 1], acc = p.workspace[base * D + c];
-  for (int s = 1; s < ns; ++s) {
-    const size_t slot = base + static_cast<size_t>(s) * rows_per_head;
-    const MergeFactors f = merge_factors(m, ml[slot * 2]);
-    l = merge_value(l, ml[slot * 2 + 1], f);
-    acc = merge_value(acc, p.workspace[slot * D + c], f);
-    m = f.m;
+  float m = 0.f, l = 0.f, acc = 0.f;
+  for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
+    const int n = min(kMergeChunk, ns - chunk);
+    __syncthreads();
+    for (int k = threadIdx.x; k < 2 * n; k += blockDim.x)
+      sml[k] = ml[(base + static_cast<size_t>(chunk + k / 2) * rows_per_head) * 2 + k % 2];
+    __syncthreads();
+    for (int s0 = 0; s0 < n; s0 += 8) {
+      float a[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        a[k] = s0 + k < n ? p.workspace[(base + static_cast<size_t>(chunk + s0 + k) * rows_per_head) * D + c] : 0.f;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const int s = chunk + s0 + k;
+        if (s0 + k >= n) break;
+        const float ms = sml[2 * (s0 + k)], ls = sml[2 * (s0 + k) + 1];
+        if (s == 0) {
+          m = ms;
+          l = ls;
+          acc = a[k];
+        } else {
+          const MergeFactors f = merge_factors(m, ms);
+          l = merge_value(l, ls, f);
+          acc = merge_value(acc, a[k], f);
+          m = f.m;
+        }
+      }
+    }
   }
   p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + c] = softmax_normalize(acc, l);
 }
