@@ -235,3 +235,29 @@ TEST(Selection, EndToEndOnACacheWithPartialLastBlock) {
 
 }  // namespace
 }  // namespace resa
+
+namespace resa {
+namespace {
+
+// The device's 64-bit rank key orders blocks exactly as ranks_before does (forced blocks first).
+TEST(Selection, RankKeyOrderEqualsRanksBefore) {
+  std::mt19937_64 rng(31);
+  std::uniform_int_distribution<int> kind(0, 9), coarse(-3, 3);
+  std::uniform_int_distribution<uint32_t> idx(0, 20000);
+  auto draw = [&] {
+    const int k = kind(rng);
+    return k == 0 ? NAN : k == 1 ? -0.0f : k == 2 ? 0.0f : k == 3 ? INFINITY : k == 4 ? -INFINITY
+                                                                              : static_cast<float>(coarse(rng));
+  };
+  for (int i = 0; i < 200000; ++i) {
+    const float sa = draw(), sb = draw();
+    uint32_t a = idx(rng), b = idx(rng);
+    if (a == b) b = a + 1;
+    ASSERT_EQ(selection_key(sa, a, false) > selection_key(sb, b, false), ranks_before(sa, a, sb, b))
+        << sa << "@" << a << " vs " << sb << "@" << b;
+    ASSERT_GT(selection_key(sb, b, true), selection_key(sa, a, false));  // forced beats any score
+  }
+}
+
+}  // namespace
+}  // namespace resa
