@@ -66,8 +66,8 @@ void run(benchmark::State& state, const std::string& shape) {
 void BM_Tiny(benchmark::State& s) { run(s, "tiny"); }
 void BM_R1Qwen15BAttn2Layers(benchmark::State& s) { run(s, "r1-qwen-1.5b-attn"); }
 
-BENCHMARK(BM_Tiny)->ArgsProduct({{1024, 4096}, {0, 1, 2}, {0, 1}})->Iterations(64)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_R1Qwen15BAttn2Layers)->ArgsProduct({{1024, 4096}, {0, 1, 2}, {0, 1}})->Iterations(32)
+BENCHMARK(BM_Tiny)->ArgsProduct({{1024, 4096}, {0, 1, 2}, {0, 1}})->Iterations(64)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_R1Qwen15BAttn2Layers)->ArgsProduct({{1024, 4096}, {0, 1, 2}, {0, 1}})->Iterations(32)->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace
