@@ -82,6 +82,26 @@ Qwen2Config Qwen2Config::from_json(const std::string& text, const std::string& w
   c.head_dim = get_int("head_dim", false, c.hidden_size / c.num_attention_heads);
   if (const Json* v = j.find("rms_norm_eps")) c.rms_norm_eps = v->as_double(what + ": rms_norm_eps");
   if (const Json* v = j.find("rope_theta")) c.rope_theta = v->as_double(what + ": rope_theta");
+  // transformers >= 5 writes RoPE settings as "rope_parameters": {"rope_type", "rope_theta"}.
+  if (const Json* rp = j.find("rope_parameters"); rp && !rp->is_null()) {
+    if (!rp->is_object()) throw InvalidArgument(what + ": rope_parameters must be an object");
+    if (const Json* t = rp->find("rope_type"); t && t->as_string(what + ": rope_parameters.rope_type") != "default")
+      throw InvalidArgument(what + ": rope_parameters.rope_type \"" + t->as_string("") +
+                            "\" is not supported (only default)");
+    if (const Json* v = rp->find("rope_theta")) {
+      const double theta = v->as_double(what + ": rope_parameters.rope_theta");
+      if (j.find("rope_theta") && theta != c.rope_theta)
+        throw InvalidArgument(what + ": rope_theta and rope_parameters.rope_theta disagree");
+      c.rope_theta = theta;
+    }
+  }
+  if (const Json* lt = j.find("layer_types"); lt && !lt->is_null()) {
+    const std::vector<Json>& types = lt->as_array(what + ": layer_types");
+    for (size_t i = 0; i < types.size(); ++i)
+      if (types[i].as_string(what + ": layer_types") != "full_attention")
+        throw InvalidArgument(what + ": layer_types[" + std::to_string(i) + "] = \"" + types[i].as_string("") +
+                              "\" is not supported (only full_attention)");
+  }
   if (const Json* v = j.find("tie_word_embeddings")) c.tie_word_embeddings = v->as_bool(what + ": tie_word_embeddings");
   c.validate(what);
   return c;

@@ -217,6 +217,8 @@ TEST(Qwen2, MatchesTransformersFixture) {
     EXPECT_LE(worst64, 1e-5 * (mx + 1)) << "plain fp64 forward vs transformers fp64 (fp32-rounded reference)";
     const Check f16 = compare(model_logits<fp16>(m, tokens), ref, 1.0 / 2048, w->cfg.num_hidden_layers);
     const Check b16 = compare(model_logits<bf16>(m, tokens), ref, 1.0 / 256, w->cfg.num_hidden_layers);
+    std::printf("%s: fp64 forward vs transformers %.3g (limit %.3g); fp16 KV %.3g (tol %.3g); bf16 KV %.3g (tol %.3g)\n",
+                dir.string().c_str(), worst64, 1e-5 * (mx + 1), f16.worst, f16.tol, b16.worst, b16.tol);
     EXPECT_LE(f16.worst, f16.tol) << "fp16 KV: worst " << f16.worst << " at " << f16.at;
     EXPECT_LE(b16.worst, b16.tol) << "bf16 KV: worst " << b16.worst << " at " << b16.at;
   }
