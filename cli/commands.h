@@ -11,5 +11,7 @@ void add_info_command(CLI::App& app);      // main.cpp
 void add_selftest_command(CLI::App& app);  // selftest.cpp
 void add_simulate_command(CLI::App& app);  // simulate.cpp
 void add_verify_command(CLI::App& app);    // verify.cpp
+void add_sweep_command(CLI::App& app);     // sweep.cpp
+void add_report_command(CLI::App& app);    // sweep.cpp
 
 }  // namespace resa::cli

@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
   resa::cli::add_selftest_command(app);
   resa::cli::add_simulate_command(app);
   resa::cli::add_verify_command(app);
+  resa::cli::add_sweep_command(app);
+  resa::cli::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -5,29 +5,17 @@
 // Tested by tests/sim/CMakeLists.txt (cli_simulate_* cases) and tests/sim/check_study_h5py.py.
 #include <unistd.h>
 
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "resa/analysis/study.h"
 
 namespace resa::cli {
 
 namespace {
-
-std::atomic<bool> g_cancel{false};
-extern "C" void on_sigint(int) { g_cancel.store(true); }
-
-std::string command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), out;
-  for (char c : raw) out += c == '\0' ? ' ' : c;
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out.empty() ? "resa simulate" : out;
-}
 
 struct Settings {
   analysis::StudyConfig cfg;
@@ -121,8 +109,8 @@ void add_simulate_command(CLI::App& app) {
     opts.output = s->output;
     opts.overwrite = s->overwrite;
     opts.resume = s->resume;
-    opts.command_line = command_line();
-    opts.cancel = &g_cancel;
+    opts.command_line = command_line("resa simulate");
+    opts.cancel = InterruptGuard::flag();
     const bool tty = isatty(fileno(stderr));
     double last_print = -1;
     if (!s->quiet)
@@ -139,18 +127,15 @@ void add_simulate_command(CLI::App& app) {
                      tty && !done ? "   " : "\n");
         std::fflush(stderr);
       };
-    std::signal(SIGINT, on_sigint);
-    std::signal(SIGTERM, on_sigint);
     analysis::StudyResult r;
     try {
+      const InterruptGuard guard;
       r = analysis::run_study(cfg, opts);
     } catch (const analysis::StudyInterrupted& e) {
       std::fprintf(stderr, "\nresa simulate: %s; %s keeps the completed runs and is marked incomplete — continue "
                    "with --resume\n", e.what(), s->output.c_str());
       throw CLI::RuntimeError(130);
     }
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
     std::printf("%s", analysis::format_summary(r.summary).c_str());
     std::printf("\nK/V err: relative Frobenius error of the whole cache vs dense (mean / max over steps, layers, "
                 "heads); KL: nats vs dense;\nbytes: attention bytes read relative to dense; Eq.6: 1/b + ratio + 1/f.\n");
