@@ -33,10 +33,11 @@ std::string resolve_spec(const std::string& arg) {
 
 void print_reports(const std::string& file, const std::vector<experiments::SweepRow>& rows) {
   std::printf("%s", experiments::format_table(rows).c_str());
-  std::printf("\nK/V final, mean: relative Frobenius error of the whole cache vs dense at the last step and over all "
-              "steps;\nKL: nats vs dense; top1: next-token agreement with dense; dNLL: teacher-forced NLL change vs "
-              "dense;\nrecall: dense attention mass inside the selected blocks; bytes: attention bytes read / dense "
-              "(measured);\nEq.6: the paper's 1/b + ratio + 1/f.\n");
+  std::printf("\nK final, mean, peak: relative Frobenius error of the whole K cache vs dense after the last step "
+              "(0 right after a\nrectification), over all steps, and its maximum; KL: nats vs dense; top1: next-token "
+              "agreement with dense;\ndNLL: teacher-forced NLL change vs dense; recall: share of the run's full "
+              "(dense) attention mass inside the\nselected blocks; bytes: attention bytes read / dense (measured); "
+              "Eq.6: the paper's 1/b + ratio + 1/f.\n");
   std::string note;
   const auto written = experiments::write_reports(file, rows, &note);
   std::printf("\nsweep file: %s\n", file.c_str());

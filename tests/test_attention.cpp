@@ -304,6 +304,46 @@ TEST(AttentionNonFinite, NanKeyPoisonsTheRowAsCanonicalNan) {
   for (float x : out) ASSERT_EQ(f32_bits(x), kCanonicalNanF32);
 }
 
+// A non-finite V at a later position of a chunk reaches the earlier rows whose last 64-key tile
+// holds it (the kernels share the tile: 0 * NaN = NaN), and no other row; a decode of the same
+// position, which never sees that key, stays finite.
+TEST(AttentionNonFinite, LaterChunkPositionsShareTheTile) {
+  const AttentionShape shape{2, 1, 64};
+  const Schedule s = make_schedule(shape);
+  std::mt19937_64 rng(8);
+  KvCache<bf16> cache = testing::random_cache<bf16>(shape, {130}, 130, rng, Fill::Normal);
+  cache.value(0, 0, 129)[5] = bf16{kCanonicalNanBf16};  // position 129: tile [128, 192)
+  const int n = 4;                                      // rows at positions 126..129
+  std::vector<bf16> q = testing::random_storage<bf16>(static_cast<size_t>(n) * 2 * 64, rng, Fill::Normal);
+  std::vector<float> out(q.size());
+  chunked_attention<bf16>(shape, s, cache, n, q.data(), out.data());
+  // Only V's column 5 holds the NaN, so only output column 5 (of both query heads) can be NaN.
+  auto row_nan = [&](int i) {
+    bool col5 = true, others = false;
+    for (int c = 0; c < 2 * 64; ++c) {
+      const bool nan = std::isnan(out[i * 128 + c]);
+      if (c % 64 == 5) col5 &= nan && f32_bits(out[i * 128 + c]) == kCanonicalNanF32;
+      else others |= nan;
+    }
+    EXPECT_FALSE(others) << "row " << i;
+    return std::pair<bool, bool>{col5, col5};
+  };
+  EXPECT_FALSE(row_nan(0).first);  // limit 127: last tile [64, 128)
+  EXPECT_FALSE(row_nan(1).first);  // limit 128: last tile [64, 128)
+  EXPECT_TRUE(row_nan(2).first);   // limit 129: tile [128, 192) holds the masked NaN
+  EXPECT_TRUE(row_nan(3).first);   // limit 130: attends position 129 itself
+  cache.length = {129};             // the same position as a decode step: finite
+  std::vector<bf16> q2(q.begin() + 2 * 128, q.begin() + 3 * 128);
+  std::vector<float> dec(128);
+  dense_decode<bf16>(shape, s, cache, q2.data(), dec.data());
+  for (float x : dec) EXPECT_FALSE(std::isnan(x));
+  // With the FMA-chain arithmetic masked keys keep V = 0 (no kernel shares its tiles).
+  cache.length = {130};
+  const Schedule fma = make_schedule(shape, {512, 64, DotArithmetic::FmaChain});
+  chunked_attention<bf16>(shape, fma, cache, n, q.data(), out.data());
+  EXPECT_FALSE(row_nan(2).first);
+}
+
 TEST(AttentionErrors, BadInputsAreRejectedWithContext) {
   const AttentionShape shape{12, 2, 128};
   const Schedule s = make_schedule(shape);

@@ -104,6 +104,9 @@ std::vector<RunSpec> parse_run_specs(const std::vector<std::string>& specs, cons
           if (v.empty() || v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") !=
                                std::string::npos)
             throw InvalidArgument(ctx + ": name must be non-empty and use only letters, digits, _ - .");
+          if (v.size() > kMaxRunName)
+            throw InvalidArgument(ctx + ": name \"" + v + "\" is longer than " + std::to_string(kMaxRunName) +
+                                  " characters (the summary table's name field)");
           name = v;
           continue;
         }
@@ -355,7 +358,7 @@ RunSummary read_run_summary(hid_t runs, const std::string& name) {
 
 // The /summary compound table.
 struct SummaryRecord {
-  char name[64], mode[16], ratio[32];
+  char name[kMaxRunName + 1], mode[16], ratio[32];
   int64_t b, n_min, n_local, n_sink, f, steps, rectifications;
   double k_err_mean, k_err_max, v_err_mean, v_err_max, attn_err_mean, hidden_err_mean, kl_mean, kl_max,
       top1_agreement, nll_mean, ppl, recall_mean, bytes_rel, cost_model, seconds;

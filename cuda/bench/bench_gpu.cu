@@ -139,6 +139,7 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
     p.schedule = s;
     p.max_keys = cap;
     p.workspace = ws.get();
+    p.workspace_floats = ws.size();
     p.out = out.get();
     return p;
   };

@@ -581,6 +581,12 @@ void attention(const AttentionParams<T>& p, cudaStream_t stream) {
                           "block size dividing split_len");
   if (!p.q || !p.kv.k || !p.kv.v || !p.kv.length || !p.workspace || !p.out)
     throw InvalidArgument("cuda::attention: a device pointer is null");
+  const size_t need = attention_workspace_floats(p.kv.batch, p.kv.n_kv_heads, p.n_q_heads, p.n_new, p.kv.head_dim,
+                                                 p.max_keys, p.schedule);
+  if (p.workspace_floats < need)
+    throw InvalidArgument("cuda::attention: workspace of " + std::to_string(p.workspace_floats) + " floats, " +
+                          std::to_string(need) + " needed for n_new = " + std::to_string(p.n_new) +
+                          " and max_keys = " + std::to_string(p.max_keys));
   if (p.kv.head_dim == 128)
     launch<T, 128>(p, stream);
   else

@@ -18,6 +18,7 @@ AttentionParams<T> attention_params(const SparseStepParams<T>& p) {
   a.n_q_heads = p.n_q_heads;
   a.schedule = p.schedule;
   a.workspace = p.workspace;
+  a.workspace_floats = p.workspace_floats;
   return a;
 }
 }  // namespace

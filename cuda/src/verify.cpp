@@ -131,6 +131,7 @@ std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s,
   DeviceBuffer<float> out(q.size());
   out.fill_bytes(0xff);  // poison: every element must be written
   p.workspace = ws.get();
+  p.workspace_floats = ws.size();
   p.out = out.get();
   attention<T>(p, nullptr);
   RESA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -310,6 +311,7 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
   p.n_blocks = counts.get();
   p.max_selected = z.max_selected;
   p.workspace = ws.get();
+  p.workspace_floats = ws.size();
   p.out = out.get();
   cudaStream_t stream;
   RESA_CUDA_CHECK(cudaStreamCreate(&stream));
@@ -447,6 +449,55 @@ void verify_invariance(Recorder& rec, uint64_t seed) {
   }
 }
 
+// Edge cases: non-finite K/V (in the chunk's own later positions too, and in the cache padding
+// beyond the length, which must never be read into a result), a sequence filling the whole
+// capacity, chunks of 17-31 rows (just past one MMA tile), and block sizes 1, 2, 4 and 512.
+template <class T>
+void verify_edge_cases(Recorder& rec, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const AttentionShape shape{6, 1, 64};
+  const Schedule s = make_schedule(shape);
+  const std::vector<int64_t> lengths = {200, 130, 1100};
+  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, 1100, rng, Fill::Normal);  // seq 2: L == capacity
+  const T nan = from_float<T>(NAN), inf = from_float<T>(INFINITY);
+  cache.value(0, 0, 197)[3] = nan;  // inside the chunk of sequence 0 (rows 196..199)
+  cache.value(1, 0, 129)[7] = inf;  // last chunk position of sequence 1
+  cache.key(1, 0, 127)[9] = nan;    // a NaN score inside the chunk
+  cache.value(2, 0, 500)[1] = inf;  // far from the chunk of sequence 2
+  for (int b = 0; b < 2; ++b)       // poisoned padding beyond the length
+    for (int64_t p = lengths[b]; p < cache.capacity; ++p)
+      for (int c = 0; c < 64; ++c) {
+        cache.key(b, 0, p)[c] = nan;
+        cache.value(b, 0, p)[c] = inf;
+      }
+  DeviceState<T> st(cache, nullptr, 16);
+  const std::string name = std::string(Storage<T>::name) + " " + shape.str() + " non-finite K/V, poisoned padding, L=capacity";
+  for (int n : {1, 4, 5}) {  // 4 x g 6 = 24 rows, 5 x 6 = 30 rows: two MMA tiles
+    const auto q = testdata::random_storage<T>(lengths.size() * n * 6 * 64, rng, Fill::Normal);
+    std::vector<float> ref(q.size());
+    chunked_attention<T>(shape, s, cache, n, q.data(), ref.data());
+    rec.floats(n == 1 ? "dense decode" : "chunked attention", name + " n=" + std::to_string(n),
+               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
+  }
+  for (int b : {1, 2, 4, 512}) {
+    KvCache<T> clean = testdata::random_cache<T>(shape, {1100, 37}, 1100, rng, Fill::Adversarial);
+    SparseConfig cfg;
+    cfg.block_size = b;
+    cfg.ratio = Fraction{1, 5};
+    cfg.n_min = 2;
+    cfg.n_sink = b == 512 ? 1 : 0;
+    BlockDescriptors<T> desc(clean, b);
+    build_descriptors(clean, desc);
+    DeviceState<T> cs(clean, &desc, b);
+    const auto q = testdata::random_storage<T>(2 * 6 * 64, rng, Fill::Normal);
+    const BlockSelection sel = select_for_decode<T>(shape, cfg, clean, desc, q.data());
+    std::vector<float> ref(q.size());
+    block_sparse_decode<T>(shape, s, clean, b, sel, q.data(), ref.data());
+    rec.floats("block-sparse decode", std::string(Storage<T>::name) + " b=" + std::to_string(b) + " L=1100,37",
+               gpu_attention<T>(shape, s, cs, q, 1, KeyGather::Blocks, &sel, b), ref);
+  }
+}
+
 SparseConfig sparse_config(int b, Fraction ratio, int n_min, int n_sink, int f) {
   SparseConfig c;
   c.block_size = b;
@@ -526,6 +577,8 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   }
   verify_invariance<bf16>(rec, seed++);
   if (!opt.quick) verify_invariance<fp16>(rec, seed++);
+  verify_edge_cases<bf16>(rec, seed++);
+  verify_edge_cases<fp16>(rec, seed++);
   return report;
 }
 

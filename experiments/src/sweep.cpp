@@ -198,6 +198,9 @@ std::vector<Combination> expand(const SweepSpec& spec) {
                 c.cfg.n_sink = n_sink;
                 c.cfg.rectify_every = f;
                 c.key = combination_key(seed, c.cfg);
+                if (c.key.size() > analysis::kMaxRunName)
+                  throw InvalidArgument("sweep '" + spec.name + "': combination key " + c.key + " is longer than " +
+                                        std::to_string(analysis::kMaxRunName) + " characters (use smaller seeds)");
                 if (!keys.insert(c.key).second)
                   throw InvalidArgument("sweep '" + spec.name + "': combination " + c.key +
                                         " appears twice (a value is repeated in a [grid] list or seeds)");
@@ -228,23 +231,29 @@ std::string now_iso() {
   return buf;
 }
 
-// Mean over everything but the step axis, at the last step.
-double final_mean(const analysis::RunSeries& s) {
-  if (s.dims.empty() || s.dims[0] == 0) return 0.0;
+// Mean over everything but the step axis, per step.
+std::vector<double> per_step_mean(const analysis::RunSeries& s) {
+  std::vector<double> out;
+  if (s.dims.empty()) return out;
   size_t inner = 1;
   for (size_t i = 1; i < s.dims.size(); ++i) inner *= s.dims[i];
-  double sum = 0;
-  for (size_t i = 0; i < inner; ++i) sum += s.values[(s.dims[0] - 1) * inner + i];
-  return sum / static_cast<double>(inner);
+  for (size_t t = 0; t < s.dims[0]; ++t) {
+    double sum = 0;
+    for (size_t i = 0; i < inner; ++i) sum += s.values[t * inner + i];
+    out.push_back(sum / static_cast<double>(inner));
+  }
+  return out;
 }
+double last(const std::vector<double>& v) { return v.empty() ? 0.0 : v.back(); }
+double peak(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); }
 
 // The /sweep compound record.
 struct Record {
-  char key[64], mode[8], ratio[16];
+  char key[analysis::kMaxRunName + 1], mode[8], ratio[24];
   uint64_t seed;
   int32_t b, n_min, n_local, n_sink, f;
-  double k_err_final, k_err_mean, v_err_final, v_err_mean, kl_mean, top1_agreement, nll_delta, recall_mean,
-      bytes_rel, cost_model;
+  double k_err_final, k_err_mean, k_err_peak, v_err_final, v_err_mean, v_err_peak, kl_mean, top1_agreement,
+      nll_delta, recall_mean, bytes_rel, cost_model;
   int64_t rectifications;
 };
 
@@ -264,7 +273,8 @@ h5::Id record_type() {
   RESA_I32(b) RESA_I32(n_min) RESA_I32(n_local) RESA_I32(n_sink) RESA_I32(f)
 #undef RESA_I32
 #define RESA_F64(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_DOUBLE);
-  RESA_F64(k_err_final) RESA_F64(k_err_mean) RESA_F64(v_err_final) RESA_F64(v_err_mean) RESA_F64(kl_mean)
+  RESA_F64(k_err_final) RESA_F64(k_err_mean) RESA_F64(k_err_peak) RESA_F64(v_err_final) RESA_F64(v_err_mean)
+  RESA_F64(v_err_peak) RESA_F64(kl_mean)
   RESA_F64(top1_agreement) RESA_F64(nll_delta) RESA_F64(recall_mean) RESA_F64(bytes_rel) RESA_F64(cost_model)
 #undef RESA_F64
   H5Tinsert(t, "rectifications", HOFFSET(Record, rectifications), H5T_NATIVE_INT64);
@@ -289,8 +299,10 @@ Record to_record(const SweepRow& r) {
   x.f = r.f;
   x.k_err_final = r.k_err_final;
   x.k_err_mean = r.k_err_mean;
+  x.k_err_peak = r.k_err_peak;
   x.v_err_final = r.v_err_final;
   x.v_err_mean = r.v_err_mean;
+  x.v_err_peak = r.v_err_peak;
   x.kl_mean = r.kl_mean;
   x.top1_agreement = r.top1_agreement;
   x.nll_delta = r.nll_delta;
@@ -314,8 +326,10 @@ SweepRow from_record(const Record& x) {
   r.f = x.f;
   r.k_err_final = x.k_err_final;
   r.k_err_mean = x.k_err_mean;
+  r.k_err_peak = x.k_err_peak;
   r.v_err_final = x.v_err_final;
   r.v_err_mean = x.v_err_mean;
+  r.v_err_peak = x.v_err_peak;
   r.kl_mean = x.kl_mean;
   r.top1_agreement = x.top1_agreement;
   r.nll_delta = x.nll_delta;
@@ -359,8 +373,12 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
       r.ratio = "1/1";
       r.cost_model = 1.0;
     }
-    r.k_err_final = final_mean(reader.series(run_name, "k_err"));
-    r.v_err_final = final_mean(reader.series(run_name, "v_err"));
+    const std::vector<double> k = per_step_mean(reader.series(run_name, "k_err"));
+    const std::vector<double> v = per_step_mean(reader.series(run_name, "v_err"));
+    r.k_err_final = last(k);
+    r.v_err_final = last(v);
+    r.k_err_peak = peak(k);
+    r.v_err_peak = peak(v);
     r.k_err_mean = s.k_err_mean;
     r.v_err_mean = s.v_err_mean;
     r.kl_mean = s.kl_mean;
@@ -530,13 +548,13 @@ std::string format_table(const std::vector<SweepRow>& rows) {
   std::ostringstream os;
   char buf[512];
   std::snprintf(buf, sizeof buf, "%-36s %4s %6s %4s %5s %9s %9s %9s %9s %6s %8s %7s %7s %6s\n", "combination", "f",
-                "ratio", "b", "seed", "K final", "K mean", "V final", "KL mean", "top1", "dNLL", "recall", "bytes",
+                "ratio", "b", "seed", "K final", "K mean", "K peak", "KL mean", "top1", "dNLL", "recall", "bytes",
                 "Eq.6");
   os << buf;
   for (const SweepRow& r : rows) {
     std::snprintf(buf, sizeof buf, "%-36s %4d %6s %4d %5llu %9.2e %9.2e %9.2e %9.2e %6.3f %+8.4f %7.4f %7.3f %6.3f\n",
                   r.key.c_str(), r.f, r.ratio.c_str(), r.b, static_cast<unsigned long long>(r.seed), r.k_err_final,
-                  r.k_err_mean, r.v_err_final, r.kl_mean, r.top1_agreement, r.nll_delta, r.recall_mean, r.bytes_rel,
+                  r.k_err_mean, r.k_err_peak, r.kl_mean, r.top1_agreement, r.nll_delta, r.recall_mean, r.bytes_rel,
                   r.cost_model);
     os << buf;
   }
@@ -545,7 +563,8 @@ std::string format_table(const std::vector<SweepRow>& rows) {
 
 namespace {
 const char* kColumns[] = {"key", "mode", "seed", "b", "ratio", "n_min", "n_local", "n_sink", "f",
-                          "k_err_final", "k_err_mean", "v_err_final", "v_err_mean", "kl_mean", "top1_agreement",
+                          "k_err_final", "k_err_mean", "k_err_peak", "v_err_final", "v_err_mean", "v_err_peak",
+                          "kl_mean", "top1_agreement",
                           "nll_delta", "recall_mean", "bytes_rel", "cost_model", "rectifications"};
 std::vector<std::string> cells(const SweepRow& r) {
   auto num = [](double x) {
@@ -555,7 +574,8 @@ std::vector<std::string> cells(const SweepRow& r) {
   };
   return {r.key, r.mode, std::to_string(r.seed), std::to_string(r.b), r.ratio, std::to_string(r.n_min),
           std::to_string(r.n_local), std::to_string(r.n_sink), std::to_string(r.f), num(r.k_err_final),
-          num(r.k_err_mean), num(r.v_err_final), num(r.v_err_mean), num(r.kl_mean), num(r.top1_agreement),
+          num(r.k_err_mean), num(r.k_err_peak), num(r.v_err_final), num(r.v_err_mean), num(r.v_err_peak),
+          num(r.kl_mean), num(r.top1_agreement),
           num(r.nll_delta), num(r.recall_mean), num(r.bytes_rel), num(r.cost_model), std::to_string(r.rectifications)};
 }
 }  // namespace

@@ -40,13 +40,15 @@ std::vector<KeySegment> block_segments(const int32_t* blocks, int n_blocks, int 
 
 template <class T>
 void attention_row(const Schedule& s, int d, const T* q, std::span<const KeySegment> segments,
-                   const T* kh, const T* vh, float* out) {
+                   const T* kh, const T* vh, float* out, int64_t chunk_end) {
   // Gather the row's key positions in order.
   std::vector<int64_t> pos;
   for (const KeySegment& seg : segments)
     for (int64_t p = seg.begin; p < seg.end; ++p) pos.push_back(p);
   const int64_t n = static_cast<int64_t>(pos.size());
   if (n == 0) throw InvalidArgument("attention_row: the row has no keys");
+  if (chunk_end > 0 && (segments.size() != 1 || segments[0].begin != 0 || chunk_end < n))
+    throw InvalidArgument("attention_row: chunk_end needs one segment [0, limit) with limit <= chunk_end");
 
   float qf[128];
   for (int j = 0; j < d; ++j) qf[j] = to_float(q[j]);
@@ -88,7 +90,10 @@ void attention_row(const Schedule& s, int d, const T* q, std::span<const KeySegm
         for (int c = 0; c < d; ++c) {
           for (int i = 0; i < 16; ++i) {
             const int64_t idx = t0 + u + i;
-            vcol[i] = idx < split_end ? to_float(vh[pos[idx] * d + c]) : 0.0f;
+            // Masked keys: V = 0, or (tensor-core kernels) the real V of a later chunk position.
+            vcol[i] = idx < split_end ? to_float(vh[pos[idx] * d + c])
+                      : idx < chunk_end && s.arith == DotArithmetic::TensorCoreHopper ? to_float(vh[idx * d + c])
+                                                                                        : 0.0f;
           }
           st.acc[c] = dot16<T>(s.arith, st.acc[c], p.data() + u, vcol.data());
         }
@@ -131,8 +136,8 @@ void chunked_attention(const AttentionShape& shape, const Schedule& s, const KvC
     const int h = static_cast<int>(r % hq);
     const int64_t limit = cache.length[b] - n_new + i + 1;
     const KeySegment seg{0, limit};
-    attention_row<T>(s, d, q + r * d, std::span<const KeySegment>(&seg, 1),
-                     cache.key(b, h / g, 0), cache.value(b, h / g, 0), out + r * d);
+    attention_row<T>(s, d, q + r * d, std::span<const KeySegment>(&seg, 1), cache.key(b, h / g, 0),
+                     cache.value(b, h / g, 0), out + r * d, n_new > 1 ? cache.length[b] : 0);
   }
 }
 
@@ -174,7 +179,7 @@ void block_sparse_decode(const AttentionShape& shape, const Schedule& s, const K
 
 #define RESA_INSTANTIATE(T)                                                                        \
   template void attention_row<T>(const Schedule&, int, const T*, std::span<const KeySegment>,     \
-                                 const T*, const T*, float*);                                      \
+                                 const T*, const T*, float*, int64_t);                             \
   template void dense_decode<T>(const AttentionShape&, const Schedule&, const KvCache<T>&,        \
                                 const T*, float*);                                                 \
   template void chunked_attention<T>(const AttentionShape&, const Schedule&, const KvCache<T>&,   \

@@ -31,7 +31,11 @@ Fraction Fraction::make(int64_t num, int64_t den) {
     den = -den;
   }
   const int64_t g = std::gcd(num < 0 ? -num : num, den);
-  return g > 1 ? Fraction{num / g, den / g} : Fraction{num, den};
+  const Fraction f = g > 1 ? Fraction{num / g, den / g} : Fraction{num, den};
+  if (f.den > kFractionMax || f.num > kFractionMax || f.num < -kFractionMax)
+    throw InvalidArgument("ratio " + std::to_string(num) + "/" + std::to_string(den) +
+                          ": numerator and denominator (reduced) must be at most 2^31 - 1");
+  return f;
 }
 
 Fraction Fraction::parse(std::string_view text) {
@@ -76,6 +80,7 @@ void SparseConfig::validate() const {
     fail("block_size (b)", std::to_string(block_size), "must be a power of two in [1, 512]");
   if (ratio.den <= 0 || ratio.num <= 0 || ratio.num > ratio.den)
     fail("ratio", ratio.str(), "must be in (0, 1]");
+  if (ratio.den > kFractionMax) fail("ratio", ratio.str(), "denominator must be at most 2^31 - 1");
   if (n_min < 0) fail("n_min", std::to_string(n_min), "must be >= 0");
   if (n_local < 1) fail("n_local", std::to_string(n_local), "must be >= 1 (the current block)");
   if (n_sink < 0) fail("n_sink", std::to_string(n_sink), "must be >= 0");

@@ -125,6 +125,7 @@ struct AttentionParams {
   Schedule schedule;          // split_len, key_tile (64), scale_log2, arith (tensor core)
   int max_keys = 0;           // upper bound of any row's key count (sizes the grid)
   float* workspace = nullptr; // attention_workspace_floats(...) floats
+  size_t workspace_floats = 0;  // its size; a launch that needs more is refused
   float* out = nullptr;       // [batch][n_new][Hq][d]
 };
 // Workspace size for a launch with these bounds.
@@ -162,6 +163,9 @@ template <class T>
 void select_blocks(const SelectParams<T>& p, cudaStream_t stream);
 
 // Append one token's K/V ([batch][Hkv][d] in T) at position length and advance length by one.
+// A sequence already at capacity is left unchanged (the token is dropped: the kernels cannot
+// report it without a host synchronization), so size the capacity for prompt + decode steps:
+// the caller knows every length (each step adds one) and must not step a full sequence.
 template <class T>
 void append_kv(const DeviceKv<T>& kv, const T* k_new, const T* v_new, cudaStream_t stream);
 // Overwrite K/V of positions [length - n, length) with k/v [batch][n][Hkv][d] (rectification).
@@ -187,6 +191,7 @@ struct SparseStepParams {
   int32_t* n_blocks = nullptr;
   int max_selected = 0;
   float* workspace = nullptr;
+  size_t workspace_floats = 0;  // from sparse_step_buffer_sizes; rectify(f) beyond max_chunk is refused
   float* out = nullptr;  // [batch][Hq][d]
 };
 template <class T>

@@ -22,9 +22,18 @@ struct KeySegment {
 
 // One query row against the keys listed by `segments` (in order) of one KV head; kh/vh point at
 // position 0 of that head ([pos][d]). Writes out[d]. This is the executable schedule.
+// The last tile is padded with masked keys (p = 0). Their V is 0, except for a causal chunk row:
+// there the kernels share each tile among the chunk's rows, so a row's masked keys at positions
+// [limit, chunk_end) carry their real V and enter P·V as 0 * v. `chunk_end` (> 0 only for a single
+// segment starting at 0) says where those present keys end; it applies to the tensor-core
+// arithmetic, the one the kernels implement (the FMA chain keeps V = 0). For finite V this changes
+// nothing;
+// a NaN or Inf in V at a later position of the same chunk and 64-key tile makes the row NaN —
+// the one case where a chunk row differs from a decode of the same position (DESIGN.md §6:
+// non-finite inputs have defined, documented behaviour).
 template <class T>
 void attention_row(const Schedule& s, int head_dim, const T* q, std::span<const KeySegment> segments,
-                   const T* kh, const T* vh, float* out);
+                   const T* kh, const T* vh, float* out, int64_t chunk_end = 0);
 
 // Dense decode: one new query per sequence (n_new = 1) against the whole cache [0, length).
 template <class T>
@@ -32,7 +41,8 @@ void dense_decode(const AttentionShape& shape, const Schedule& s, const KvCache<
                   const T* q, float* out);
 
 // Chunked causal attention of the last n_new positions of every sequence (already written to the
-// cache): row r of sequence b is position length[b] - n_new + r and sees keys [0, that + 1).
+// cache): row r of sequence b is position length[b] - n_new + r and sees keys [0, that + 1). The
+// later positions of the chunk are present in the row's last tile (see attention_row).
 template <class T>
 void chunked_attention(const AttentionShape& shape, const Schedule& s, const KvCache<T>& cache,
                        int n_new, const T* q, float* out);

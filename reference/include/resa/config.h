@@ -17,8 +17,10 @@ class InvalidArgument : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// A ratio kept as an exact fraction num/den (reduced, den > 0). "0.1" parses as 1/10, "1/20" as
-// 1/20, "1" as 1/1. Ceilings of ratio * M are computed in integers.
+// A ratio kept as an exact fraction num/den (reduced, den > 0, both at most 2^31 - 1). "0.1"
+// parses as 1/10, "1/20" as 1/20, "1" as 1/1. Ceilings of ratio * M are computed in integers.
+inline constexpr int64_t kFractionMax = 2147483647;  // keeps num * M exact in 64 bits everywhere
+
 struct Fraction {
   int64_t num = 1;
   int64_t den = 10;

@@ -50,6 +50,9 @@ struct StudyConfig {
   std::string canonical() const;      // every result-affecting field, TOML, one per line
 };
 
+// Longest run name the study's summary table stores.
+inline constexpr size_t kMaxRunName = 63;
+
 // "sparse[:k=v,...]" or "resa[:k=v,...]", keys b, ratio, n_min, n_local, n_sink, f, name.
 // sparse means f = 0; resa takes f from the defaults unless given (f >= 1). Names default to
 // "sparse" / "resa_f<f>" plus the fields that differ from the defaults; they must be unique.

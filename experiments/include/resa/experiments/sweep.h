@@ -9,7 +9,7 @@
 //   /spec               the spec file text (string dataset)
 //   /sweep              one row per combination and one per seed's dense run (compound;
 //                       pandas.DataFrame(f["sweep"][()])): key, seed, mode, b, ratio, n_min,
-//                       n_local, n_sink, f, misalignment K/V final and mean, KL mean, top-1
+//                       n_local, n_sink, f, misalignment K/V final, mean and peak, KL mean, top-1
 //                       agreement, NLL change vs dense, recall, measured bytes fraction, Eq. 6
 //   /runs/<key>         the combination's per-step datasets, copied from its shard (same layout
 //                       as a study run: k_err [step][layer][kv_head], kl [step], rectified ...)
@@ -57,7 +57,9 @@ struct SweepRow {
   uint64_t seed = 0;
   int b = 0, n_min = 0, n_local = 0, n_sink = 0, f = 0;
   std::string ratio;
-  double k_err_final = 0, k_err_mean = 0, v_err_final = 0, v_err_mean = 0;
+  // Cache misalignment (mean over layers and KV heads) after the last step (0 right after a
+  // rectification), its mean and its peak over the steps (the top of ReSA's sawtooth).
+  double k_err_final = 0, k_err_mean = 0, k_err_peak = 0, v_err_final = 0, v_err_mean = 0, v_err_peak = 0;
   double kl_mean = 0, top1_agreement = 0, nll_delta = 0, recall_mean = 0;
   double bytes_rel = 0, cost_model = 0;
   int64_t rectifications = 0;
