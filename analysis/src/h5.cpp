@@ -302,4 +302,11 @@ template std::vector<int32_t> read_all<int32_t>(hid_t, const std::string&, std::
 template std::vector<int64_t> read_all<int64_t>(hid_t, const std::string&, std::vector<hsize_t>*);
 template std::vector<uint8_t> read_all<uint8_t>(hid_t, const std::string&, std::vector<hsize_t>*);
 
+void insert_string_member(hid_t compound, const char* name, size_t offset, size_t size) {
+  Id s(H5Tcopy(H5T_C_S1));
+  if (s.get() < 0 || H5Tset_size(s, size) < 0 || H5Tset_strpad(s, H5T_STR_NULLTERM) < 0 ||
+      H5Tinsert(compound, name, offset, s) < 0)
+    throw Error(std::string("cannot add the string member '") + name + "' to a compound type");
+}
+
 }  // namespace resa::h5

@@ -366,15 +366,9 @@ struct SummaryRecord {
 
 h5::Id summary_type() {
   h5::Id t(H5Tcreate(H5T_COMPOUND, sizeof(SummaryRecord)));
-  auto str = [&](const char* name, size_t off, size_t n) {
-    h5::Id s(H5Tcopy(H5T_C_S1));
-    H5Tset_size(s, n);
-    H5Tset_strpad(s, H5T_STR_NULLTERM);
-    H5Tinsert(t, name, off, s);
-  };
-  str("name", offsetof(SummaryRecord, name), 64);
-  str("mode", offsetof(SummaryRecord, mode), 16);
-  str("ratio", offsetof(SummaryRecord, ratio), 32);
+  h5::insert_string_member(t, "name", offsetof(SummaryRecord, name), sizeof(SummaryRecord::name));
+  h5::insert_string_member(t, "mode", offsetof(SummaryRecord, mode), sizeof(SummaryRecord::mode));
+  h5::insert_string_member(t, "ratio", offsetof(SummaryRecord, ratio), sizeof(SummaryRecord::ratio));
 #define RESA_I64(f) H5Tinsert(t, #f, offsetof(SummaryRecord, f), H5T_NATIVE_INT64);
 #define RESA_F64(f) H5Tinsert(t, #f, offsetof(SummaryRecord, f), H5T_NATIVE_DOUBLE);
   RESA_I64(b) RESA_I64(n_min) RESA_I64(n_local) RESA_I64(n_sink) RESA_I64(f) RESA_I64(steps) RESA_I64(rectifications)

@@ -259,15 +259,9 @@ struct Record {
 
 h5::Id record_type() {
   h5::Id t(H5Tcreate(H5T_COMPOUND, sizeof(Record)));
-  auto str = [&](const char* name, size_t off, size_t n) {
-    h5::Id s(H5Tcopy(H5T_C_S1));
-    H5Tset_size(s, n);
-    H5Tset_strpad(s, H5T_STR_NULLTERM);
-    H5Tinsert(t, name, off, s);
-  };
-  str("key", HOFFSET(Record, key), sizeof(Record::key));
-  str("mode", HOFFSET(Record, mode), sizeof(Record::mode));
-  str("ratio", HOFFSET(Record, ratio), sizeof(Record::ratio));
+  h5::insert_string_member(t, "key", HOFFSET(Record, key), sizeof(Record::key));
+  h5::insert_string_member(t, "mode", HOFFSET(Record, mode), sizeof(Record::mode));
+  h5::insert_string_member(t, "ratio", HOFFSET(Record, ratio), sizeof(Record::ratio));
   H5Tinsert(t, "seed", HOFFSET(Record, seed), H5T_NATIVE_UINT64);
 #define RESA_I32(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_INT32);
   RESA_I32(b) RESA_I32(n_min) RESA_I32(n_local) RESA_I32(n_sink) RESA_I32(f)

@@ -101,6 +101,10 @@ Id write_vector(hid_t loc, const std::string& name, const std::vector<T>& values
 template <class T>
 std::vector<T> read_all(hid_t loc, const std::string& name, std::vector<hsize_t>* dims = nullptr);
 
+// Add a fixed-size, NUL-terminated string member of `size` bytes at `offset` to a compound type
+// (the summary tables' name/mode/ratio columns).
+void insert_string_member(hid_t compound, const char* name, size_t offset, size_t size);
+
 // Make `scale` a dimension scale called `name` and attach it to dimension `dim` of `ds`.
 void make_scale(hid_t scale, const std::string& name);
 void attach_scale(hid_t ds, hid_t scale, unsigned dim);
