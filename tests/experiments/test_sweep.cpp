@@ -146,7 +146,9 @@ TEST(Sweep, ResumeAfterAnInterruptionEqualsAnUninterruptedSweep) {
   part.stop_after_steps = 11;
   EXPECT_THROW(run_sweep(s, part), analysis::StudyInterrupted);
   EXPECT_FALSE(fs::exists(part.output)) << "an interrupted sweep must not leave a sweep file";
-  EXPECT_THROW(run_sweep(s, SweepOptions{part.output}), InvalidArgument);  // exists: needs --resume
+  SweepOptions again;
+  again.output = part.output;
+  EXPECT_THROW(run_sweep(s, again), InvalidArgument);  // exists: needs --resume
   part.stop_after_steps = -1;
   part.resume = true;
   const auto rows_part = run_sweep(s, part);

@@ -199,7 +199,7 @@ TEST(Qwen2, MatchesTransformersFixture) {
     GTEST_SKIP() << "fixture " << root.string() << " not present: run `python3 scripts/make_qwen2_fixture.py "
                  << "tests/fixtures/qwen2_tiny` on a machine with torch and transformers and commit its output";
   int variants = 0;
-  for (const fs::path dir : {root, root / "tied"}) {
+  for (const fs::path& dir : {root, root / "tied"}) {
     if (!fs::exists(dir / "config.json")) continue;
     ++variants;
     SCOPED_TRACE(dir.string());
