@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ cmake make pkg-config git libeigen3-dev libomp-dev libhdf5-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          python3-h5py python3-pandas python3-xarray python3-h5netcdf)
+          python3-h5py python3-pandas python3-xarray python3-h5netcdf python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
