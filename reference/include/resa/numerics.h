@@ -311,13 +311,12 @@ struct Decomposed {
   int lsb_exp;
   int msb_exp;
 };
-RESA_HD int msb_index(uint64_t v) {
-  int i = -1;
-  while (v) {
-    v >>= 1;
-    ++i;
-  }
-  return i;
+RESA_HD int msb_index(uint64_t v) {  // floor(log2 v), -1 for 0
+#if defined(__CUDA_ARCH__)
+  return v ? 63 - __clzll(static_cast<long long>(v)) : -1;
+#else
+  return v ? 63 - __builtin_clzll(v) : -1;
+#endif
 }
 RESA_HD Decomposed decompose(float x) {  // finite, non-zero x
   const uint32_t u = f32_bits(x);
