@@ -58,6 +58,10 @@ inline constexpr size_t kMaxRunName = 63;
 // "sparse" / "resa_f<f>" plus the fields that differ from the defaults; they must be unique.
 std::vector<sim::RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults);
 
+// One run's summary. Means are over decode steps (and layers/heads where the data has them),
+// except: hidden_err_mean is the last layer's residual-stream error (the model's output state);
+// seconds is the wall time of the lockstep pass the run was computed in, shared by every run of
+// that pass. In the per-step data the dense run's selected_blocks is M at the first run's b.
 struct RunSummary {
   std::string name, mode, ratio;
   int64_t b = 0, n_min = 0, n_local = 0, n_sink = 0, f = 0, steps = 0, rectifications = 0;
