@@ -545,7 +545,11 @@ StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts) {
   } else {
     const fs::path parent = fs::absolute(opts.output).parent_path();
     if (!fs::is_directory(parent, ec)) throw InvalidArgument(opts.output + ": folder " + parent.string() + " does not exist");
-    file = h5::create_file(opts.output, opts.overwrite);
+    if (exists && opts.overwrite) {  // nothing already written is lost until the new study completes
+      fs::rename(opts.output, opts.output + ".previous", ec);
+      if (ec) throw InvalidArgument(opts.output + ": cannot move the study being replaced aside (" + ec.message() + ")");
+    }
+    file = h5::create_file(opts.output, false);
   }
   if (fresh) {
     h5::set_attr(file, "format", std::string(kFormat));
@@ -627,6 +631,7 @@ StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts) {
   update_summary();
   h5::set_attr(file, "complete", int64_t{1});
   h5::flush(file);
+  fs::remove(opts.output + ".previous", ec);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

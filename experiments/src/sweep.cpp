@@ -449,9 +449,8 @@ std::vector<SweepRow> run_sweep(const SweepSpec& spec, const SweepOptions& opts)
   if (exists && !opts.overwrite && !opts.resume)
     throw InvalidArgument("sweep output '" + opts.output + "' (or its .shards folder) exists: pass --resume to continue "
                           "it or --overwrite to replace it");
-  if (opts.overwrite) {
+  if (opts.overwrite) {  // the old sweep file stays until the new one replaces it, complete
     std::error_code ec;
-    fs::remove(out, ec);
     fs::remove_all(shards, ec);
   }
   fs::create_directories(shards);

@@ -214,3 +214,29 @@ TEST(Study, Hdf5ErrorsNameFileAndObject) {
 
 }  // namespace
 }  // namespace resa::analysis
+
+namespace resa::analysis {
+namespace {
+
+// --overwrite loses nothing until the new study is complete: the replaced file waits aside as
+// <output>.previous and goes away only when the new one completes.
+TEST(Study, OverwriteKeepsThePreviousFileUntilTheNewStudyCompletes) {
+  const fs::path dir = temp_dir("study_overwrite");
+  const std::string out = (dir / "s.h5").string();
+  { std::ofstream(out) << "precious"; }
+  StudyConfig c = small_study();
+  StudyOptions o;
+  o.output = out;
+  o.overwrite = true;
+  o.stop_after_steps = 3;
+  EXPECT_THROW(run_study(c, o), StudyInterrupted);
+  EXPECT_EQ(file_bytes(dir / "s.h5.previous"), "precious");
+  EXPECT_FALSE(StudyReader(out).complete());
+  o.stop_after_steps = -1;
+  run_study(c, o);
+  EXPECT_TRUE(StudyReader(out).complete());
+  EXPECT_FALSE(fs::exists(dir / "s.h5.previous"));
+}
+
+}  // namespace
+}  // namespace resa::analysis

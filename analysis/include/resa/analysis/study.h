@@ -98,7 +98,8 @@ struct StudyResult {
 };
 
 // Everything is validated (configuration, model, tokens, output path) before the output is
-// touched; an existing output is refused unless overwrite or resume is set.
+// touched; an existing output is refused unless overwrite or resume is set. With overwrite the
+// replaced file is kept as <output>.previous until the new study completes.
 StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts);
 
 // Reader of a study file (the project's own, used by tests and later sweeps).

@@ -13,7 +13,8 @@
 //                       agreement, NLL change vs dense, recall, measured bytes fraction, Eq. 6
 //   /runs/<key>         the combination's per-step datasets, copied from its shard (same layout
 //                       as a study run: k_err [step][layer][kv_head], kl [step], rectified ...)
-// Shards live in <output>.shards/seed<k>.h5 and stay for resume and inspection.
+// Shards live in <output>.shards/seed<k>.h5 and stay for resume and inspection. With overwrite, an
+// existing sweep file stays until the new one, complete, replaces it (rename).
 // Tested by tests/experiments/test_sweep.cpp.
 #pragma once
 
