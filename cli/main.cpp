@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   CLI::App app{"resa — Rectified Sparse Attention toolkit: bit-exact reference, CUDA kernels, decode "
                "simulator and ablation sweeps (arXiv 2506.04108)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(RESA_VERSION) + " (" + RESA_GIT_COMMIT + ")");
+  app.set_version_flag("--version", std::string(resa::version()) + " (" + resa::git_commit() + ")");
   resa::cli::add_info_command(app);
   resa::cli::add_selftest_command(app);
   resa::cli::add_simulate_command(app);

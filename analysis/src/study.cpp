@@ -18,13 +18,6 @@
 #include "resa/sim/json.h"
 #include "resa/sim/qwen2.h"
 
-#ifndef RESA_VERSION
-#define RESA_VERSION "unknown"
-#endif
-#ifndef RESA_GIT_COMMIT
-#define RESA_GIT_COMMIT "unknown"
-#endif
-
 namespace resa::analysis {
 
 namespace fs = std::filesystem;
@@ -554,8 +547,8 @@ StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts) {
   if (fresh) {
     h5::set_attr(file, "format", std::string(kFormat));
     h5::set_attr(file, "tool", std::string("resa simulate"));
-    h5::set_attr(file, "version", std::string(RESA_VERSION));
-    h5::set_attr(file, "git_commit", std::string(RESA_GIT_COMMIT));
+    h5::set_attr(file, "version", std::string(resa::version()));
+    h5::set_attr(file, "git_commit", std::string(resa::git_commit()));
     h5::set_attr(file, "command_line", opts.command_line);
     h5::set_attr(file, "created", now_iso());
     h5::set_attr(file, "model", describe_model(*weights));

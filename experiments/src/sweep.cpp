@@ -19,13 +19,8 @@
 #include <sstream>
 
 #include "resa/analysis/h5.h"
+#include "resa/fp_env.h"
 
-#ifndef RESA_VERSION
-#define RESA_VERSION "0.0.0"
-#endif
-#ifndef RESA_GIT_COMMIT
-#define RESA_GIT_COMMIT "unknown"
-#endif
 #ifndef RESA_SOURCE_DIR
 #define RESA_SOURCE_DIR "."
 #endif
@@ -405,8 +400,8 @@ void write_sweep_file(const std::string& path, const SweepSpec& spec, const Swee
     h5::Id file = h5::create_file(tmp, true);
     h5::set_attr(file, "format", std::string("resa-sweep"));
     h5::set_attr(file, "tool", std::string("resa sweep"));
-    h5::set_attr(file, "version", std::string(RESA_VERSION));
-    h5::set_attr(file, "git_commit", std::string(RESA_GIT_COMMIT));
+    h5::set_attr(file, "version", std::string(resa::version()));
+    h5::set_attr(file, "git_commit", std::string(resa::git_commit()));
     h5::set_attr(file, "command_line", opts.command_line);
     h5::set_attr(file, "created", now_iso());
     h5::set_attr(file, "spec_name", spec.name);

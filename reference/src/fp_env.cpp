@@ -36,6 +36,9 @@ void require_fp_environment() {
     throw std::runtime_error("floating-point environment: a*b+c was contracted into an FMA; build with -ffp-contract=off");
 }
 
+const char* version() { return RESA_VERSION; }
+const char* git_commit() { return RESA_GIT_COMMIT; }
+
 std::vector<std::pair<std::string, std::string>> build_info() {
   std::vector<std::pair<std::string, std::string>> info;
   info.emplace_back("version", RESA_VERSION);

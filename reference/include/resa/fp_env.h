@@ -17,6 +17,10 @@ FpEnvironmentCheck check_fp_environment();
 // Throws std::runtime_error naming the failed guard.
 void require_fp_environment();
 
+// The toolkit's version and the git commit it was configured from (provenance attributes).
+const char* version();
+const char* git_commit();
+
 // Lines "key: value" describing the build (compiler, flags, guards, features compiled in).
 std::vector<std::pair<std::string, std::string>> build_info();
 
