@@ -7,6 +7,7 @@
 #include <string>
 
 #include "device_common.cuh"
+#include "resa/selection.h"
 #include "resa_cuda/api.h"
 
 namespace resa::cuda {
@@ -254,9 +255,7 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
   if (p.desc.block_size != p.cfg.block_size)
     throw InvalidArgument("cuda::select_blocks: descriptors have block_size " + std::to_string(p.desc.block_size) +
                           ", config has " + std::to_string(p.cfg.block_size));
-  const int64_t need = std::max<int64_t>(num_selected(p.kv.capacity, p.cfg),
-                                         std::min<int64_t>(num_blocks(p.kv.capacity, p.cfg.block_size),
-                                                           int64_t{p.cfg.n_local} + p.cfg.n_sink));
+  const int64_t need = max_selected_blocks(p.kv.capacity, p.cfg);
   if (p.max_selected < need)
     throw InvalidArgument("cuda::select_blocks: max_selected = " + std::to_string(p.max_selected) +
                           " < " + std::to_string(need) + " needed at capacity " + std::to_string(p.kv.capacity));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "resa/selection.h"
 #include "resa_cuda/api.h"
 
 namespace resa::cuda {
@@ -29,14 +30,13 @@ StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_head
   cfg.validate();
   StepBufferSizes z;
   const int max_blocks = static_cast<int>(num_blocks(capacity, cfg.block_size));
-  z.max_selected = static_cast<int>(std::max<int64_t>(
-      num_selected(capacity, cfg), std::min<int64_t>(max_blocks, int64_t{cfg.n_local} + cfg.n_sink)));
+  z.max_selected = static_cast<int>(max_selected_blocks(capacity, cfg));
   z.scores = z.keys = static_cast<size_t>(batch) * n_kv_heads * max_blocks;
   z.blocks = static_cast<size_t>(batch) * n_kv_heads * z.max_selected;
   z.n_blocks = static_cast<size_t>(batch) * n_kv_heads;
-  z.workspace_floats = std::max(
-      attention_workspace_floats(batch, n_kv_heads, n_q_heads, 1, head_dim, capacity, s),
-      attention_workspace_floats(batch, n_kv_heads, n_q_heads, std::max(1, max_chunk), head_dim, capacity, s));
+  // The workspace grows with the rows per launch: the largest chunk (or one decode row) bounds it.
+  z.workspace_floats =
+      attention_workspace_floats(batch, n_kv_heads, n_q_heads, std::max(1, max_chunk), head_dim, capacity, s);
   return z;
 }
 

@@ -38,13 +38,17 @@ std::vector<KeySegment> block_segments(const int32_t* blocks, int n_blocks, int 
   return segs;
 }
 
-template <class T>
-void attention_row(const Schedule& s, int d, const T* q, std::span<const KeySegment> segments,
-                   const T* kh, const T* vh, float* out, int64_t chunk_end) {
-  // Gather the row's key positions in order.
+std::vector<int64_t> key_positions(std::span<const KeySegment> segments) {
   std::vector<int64_t> pos;
   for (const KeySegment& seg : segments)
     for (int64_t p = seg.begin; p < seg.end; ++p) pos.push_back(p);
+  return pos;
+}
+
+template <class T>
+void attention_row(const Schedule& s, int d, const T* q, std::span<const KeySegment> segments,
+                   const T* kh, const T* vh, float* out, int64_t chunk_end) {
+  const std::vector<int64_t> pos = key_positions(segments);
   const int64_t n = static_cast<int64_t>(pos.size());
   if (n == 0) throw InvalidArgument("attention_row: the row has no keys");
   if (chunk_end > 0 && (segments.size() != 1 || segments[0].begin != 0 || chunk_end < n))

@@ -9,20 +9,10 @@
 
 namespace resa::oracle {
 
-namespace {
-template <class T>
-std::vector<int64_t> gather(std::span<const KeySegment> segments) {
-  std::vector<int64_t> pos;
-  for (const KeySegment& s : segments)
-    for (int64_t p = s.begin; p < s.end; ++p) pos.push_back(p);
-  return pos;
-}
-}  // namespace
-
 template <class T>
 void attention_row(int d, const T* q, std::span<const KeySegment> segments, const T* kh,
                    const T* vh, double* out) {
-  const std::vector<int64_t> pos = gather<T>(segments);
+  const std::vector<int64_t> pos = key_positions(segments);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   std::vector<double> s(pos.size());
   double m = -INFINITY;
@@ -46,7 +36,7 @@ void attention_row(int d, const T* q, std::span<const KeySegment> segments, cons
 template <class T>
 void naive_attention_row(int d, const T* q, std::span<const KeySegment> segments, const T* kh,
                          const T* vh, float* out) {
-  const std::vector<int64_t> pos = gather<T>(segments);
+  const std::vector<int64_t> pos = key_positions(segments);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   std::vector<float> t(pos.size());
   float m = -INFINITY;

@@ -20,6 +20,9 @@ struct KeySegment {
   int64_t begin, end;
 };
 
+// The positions a list of segments names, in order.
+std::vector<int64_t> key_positions(std::span<const KeySegment> segments);
+
 // One query row against the keys listed by `segments` (in order) of one KV head; kh/vh point at
 // position 0 of that head ([pos][d]). Writes out[d]. This is the executable schedule.
 // The last tile is padded with masked keys (p = 0). Their V is 0, except for a causal chunk row:
