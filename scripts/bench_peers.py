@@ -2,8 +2,11 @@
 """scripts/bench_peers.py — peer timings for the GPU benchmark, in the same run: PyTorch
 scaled_dot_product_attention (flash backend) for dense decode, with the queries of one GQA group
 laid out as one KV head's query rows (q [B, Hkv, g, d], k/v [B, Hkv, L, d], bf16), and the
-card's device-to-device copy bandwidth measured through PyTorch. Prints a table; --json FILE
-writes the numbers. Run on the GPU machine (scripts/gpu_validate.sh bench)."""
+card's device-to-device copy bandwidth measured through PyTorch; with --flex also the block-sparse
+peer, PyTorch FlexAttention (torch.compile'd flex_attention, enable_gqa) with a block mask that
+keeps a random 1/10 of the 128-token KV blocks per (sequence, KV head) — the same share of the
+cache our sparse step reads at ratio 1/10, at FlexAttention's own block granularity. Prints a
+table; --json FILE writes the numbers. Run on the GPU machine (scripts/gpu_validate.sh bench)."""
 import argparse
 import json
 
@@ -29,9 +32,53 @@ def time_us(fn, iters=50, reps=5):
     return times[len(times) // 2]
 
 
+def flex_rows(bw, ratio=0.1, block=128):
+    """FlexAttention decode with a block mask: one query row per query head, keeping `ratio` of the
+    `block`-token KV blocks (at least one) per (sequence, KV head), chosen at random (seeded)."""
+    import torch._dynamo
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    torch._dynamo.config.cache_size_limit = 64
+    flex = torch.compile(flex_attention)
+    rows = []
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for hq, hkv in ((12, 2), (28, 4)):
+        g = hq // hkv
+        for batch in (1, 8):
+            for L in (65536, 262144):
+                try:
+                    nb = L // block
+                    keep = max(1, round(ratio * nb))
+                    order = torch.rand(batch, hkv, nb, device="cuda", generator=gen).argsort(dim=-1)
+                    sel = torch.zeros(batch, hkv, nb, dtype=torch.bool, device="cuda")
+                    sel.scatter_(-1, order[..., :keep], True)
+
+                    def mask_mod(b, h, q_idx, kv_idx):
+                        return sel[b, h // g, kv_idx // block]
+
+                    bm = create_block_mask(mask_mod, batch, hq, 1, L, device="cuda", BLOCK_SIZE=block)
+                    read = batch * hkv * keep * block * 128 * 2 * 2
+                    copies = max(1, min(8, -(-400_000_000 // read)))  # rotate copies: no L2 reuse
+                    ks = [torch.randn(batch, hkv, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+                    vs = [torch.randn(batch, hkv, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+                    q = torch.randn(batch, hq, 1, 128, device="cuda", dtype=torch.bfloat16)
+                    t = time_us(lambda i: flex(q, ks[i % copies], vs[i % copies], block_mask=bm, enable_gqa=True),
+                                iters=50)
+                    rows.append({"peer": "torch flex_attention block-sparse", "shape": f"{hq}/{hkv}", "batch": batch,
+                                 "L": L, "us": t, "bytes": read, "frac_bw": read / (t * 1e-6) / (bw * 1e9),
+                                 "kv_block": block, "ratio": keep / nb})
+                    print(f"flex block-sparse {hq}/{hkv} batch {batch} L {L} ({keep}/{nb} blocks of {block}): "
+                          f"{t:.1f} us, {100 * rows[-1]['frac_bw']:.1f}% of copy bandwidth", flush=True)
+                    del ks, vs
+                    torch.cuda.empty_cache()
+                except Exception as e:  # a peer that cannot run is reported, not fatal
+                    print(f"flex block-sparse {hq}/{hkv} batch {batch} L {L}: failed: {type(e).__name__}: {e}"[:400])
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
+    ap.add_argument("--flex", action="store_true", help="also the FlexAttention block-sparse peer")
     args = ap.parse_args()
     dev = torch.cuda.get_device_name()
     n = 2 << 30
@@ -59,6 +106,8 @@ def main():
                       f"{100 * rows[-1]['frac_bw']:.1f}% of copy bandwidth")
                 del ks, vs
                 torch.cuda.empty_cache()
+    if args.flex:
+        rows += flex_rows(bw)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": dev, "copy_bandwidth_gbs": bw, "rows": rows}, f, indent=1)
