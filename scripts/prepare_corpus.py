@@ -3,7 +3,7 @@
 model (issue: a real model), assembled from long-form English text in Debian packages:
 
   bible-kjv (+ bible-kjv-text)  the King James Bible, one document per book (`bible -f`)
-  jargon-text                   the Jargon File, one document per initial letter of the entries
+  jargon-text                   the Jargon File, one document per ~64 KB section
   dict-gcide                    the GCIDE dictionary, one document per ~256 KB section
   debian-reference-en           the Debian Reference, one document per chapter
 
@@ -17,7 +17,10 @@ Missing packages are installed with apt-get when run as root; otherwise the scri
 Uses only Debian's python3 standard library. `--self-test` checks the split and the baseline
 arithmetic on synthetic documents (run by ctest as corpus_selftest).
 
-Usage: /usr/bin/python3 scripts/prepare_corpus.py [--out DIR]
+Also writes 8 held-out passages of 4160 bytes for the studies (--passages, default
+experiments/passages: heldout-<i>.txt + passages.json naming document and offset).
+
+Usage: /usr/bin/python3 scripts/prepare_corpus.py [--out DIR] [--passages DIR]
 """
 import argparse
 import collections
@@ -70,14 +73,10 @@ def bible_documents():
 
 
 def jargon_documents():
-    with gzip.open("/usr/share/doc/jargon-text/jargon.txt.gz", "rt", encoding="latin-1") as f:
+    """The Jargon File (UTF-8 text) in consecutive ~64 KB sections cut at blank lines."""
+    with gzip.open("/usr/share/doc/jargon-text/jargon.txt.gz", "rt", encoding="utf-8") as f:
         text = f.read()
-    groups = collections.OrderedDict()
-    for entry in re.split(r"\n(?=:[^:\n]+:)", text):
-        m = re.match(r":([^:\n]+):", entry)
-        key = m.group(1)[0].lower() if m and m.group(1)[0].isalpha() else "other"
-        groups.setdefault(key, []).append(entry.strip() + "\n")
-    return [(f"jargon:{k}", "\n".join(v)) for k, v in groups.items()]
+    return [(f"jargon:{i:02d}", s) for i, s in enumerate(sections(text, 64 * 1024))]
 
 
 def sections(text, size):
@@ -102,8 +101,44 @@ def gcide_documents():
 def debian_reference_documents():
     with gzip.open("/usr/share/debian-reference/debian-reference.en.txt.gz", "rt", encoding="utf-8") as f:
         text = f.read()
-    parts = re.split(r"\n(?=Chapter \d+\. )", text)
+    parts = re.split(r"\n(?=Chapter\s\d+\.\s)", text)  # "Chapter\xa0N.\xa0Title"
     return [(f"debian-reference:{i:02d}", p) for i, p in enumerate(parts) if p.strip()]
+
+
+def check_sources(docs):
+    """Every source must split into enough documents to have one held out."""
+    count = collections.Counter(d.split(":")[0] for d, _ in docs)
+    for source, n in count.items():
+        if n <= 3:
+            raise SystemExit(f"prepare_corpus: source {source} gave {n} document(s); its splitting failed "
+                             f"(no document of it would be held out)")
+
+
+def write_passages(held, out_dir, n=8, length=4160):
+    """n held-out passages of `length` bytes for the studies, one per document, taking the sources
+    in turn (bible, jargon, gcide, debian-reference), each from the middle of its document and
+    starting at a line start. Returns [(file, document id, offset)]."""
+    by_source = collections.OrderedDict((s, []) for s in ("bible", "jargon", "gcide", "debian-reference"))
+    for doc_id, text in held:
+        data = text.encode("utf-8")
+        if len(data) >= 2 * length:
+            by_source[doc_id.split(":")[0]].append((doc_id, data))
+    order = []
+    while any(by_source.values()) and len(order) < n:
+        for docs in by_source.values():
+            if docs and len(order) < n:
+                order.append(docs.pop(0))
+    if len(order) < n:
+        raise SystemExit(f"prepare_corpus: only {len(order)} held-out documents are long enough for passages")
+    os.makedirs(out_dir, exist_ok=True)
+    out = []
+    for i, (doc_id, data) in enumerate(order):
+        start = data.index(b"\n", len(data) // 2 - length // 2) + 1
+        name = f"heldout-{i}.txt"
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(data[start:start + length])
+        out.append((name, doc_id, start))
+    return out
 
 
 def split_documents(docs):
@@ -166,6 +201,8 @@ def self_test():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="data/corpus")
+    ap.add_argument("--passages", default="experiments/passages",
+                    help="folder for the held-out study passages (heldout-<i>.txt)")
     ap.add_argument("--self-test", action="store_true")
     args = ap.parse_args()
     if args.self_test:
@@ -173,6 +210,7 @@ def main():
         return
     versions = ensure_packages()
     docs = bible_documents() + jargon_documents() + gcide_documents() + debian_reference_documents()
+    check_sources(docs)
     train, held = split_documents(docs)
     os.makedirs(args.out, exist_ok=True)
     rows, outputs = [], {}
@@ -189,8 +227,13 @@ def main():
     with open(os.path.join(args.out, "documents.tsv"), "w") as f:
         f.write("source\tdocument\tsplit\tbytes\tsha256\n" + "\n".join(rows) + "\n")
     base = baselines([t.encode("utf-8") for _, t in train], [t.encode("utf-8") for _, t in held])
+    passages = write_passages(held, args.passages)
     manifest = {"packages": versions, "heldout_rule": f"document index % {HELDOUT_EVERY} == 3 within each source",
-                "outputs": outputs, "baselines": base}
+                "outputs": outputs, "baselines": base,
+                "passages": [{"file": f, "document": d, "byte_offset": o} for f, d, o in passages]}
+    with open(os.path.join(args.passages, "passages.json"), "w") as f:
+        json.dump({"from": "heldout.bin of scripts/prepare_corpus.py", "packages": versions,
+                   "passages": manifest["passages"]}, f, indent=1)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(json.dumps(manifest, indent=1))
