@@ -92,6 +92,7 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--rectify-every,-f", c.sparse.rectify_every, "Default f of resa runs")->capture_default_str();
   cmd->add_option("--run", c.runs,
                   "A run besides dense: sparse[:k=v,...] or resa[:k=v,...], keys b, ratio, n_min, n_local, n_sink, f, "
+                  "last (decode only the last x steps so; before, follow dense), "
                   "name (repeatable; default: sparse and resa)")
       ->capture_default_str();
   cmd->add_option("--chunk-steps", c.chunk_steps, "HDF5 chunk length and flush period in steps")->capture_default_str();

@@ -69,7 +69,8 @@ void add_sweep_command(CLI::App& app) {
       std::printf("sweep '%s' (%s): %zu combinations; every seed also runs dense\n", spec.name.c_str(), path.c_str(),
                   combos.size());
       for (const auto& c : combos)
-        std::printf("%s  seed=%llu %s\n", c.key.c_str(), static_cast<unsigned long long>(c.seed), c.cfg.str().c_str());
+        std::printf("%s  seed=%llu %s%s\n", c.key.c_str(), static_cast<unsigned long long>(c.seed), c.cfg.str().c_str(),
+                    c.last > 0 ? (" last=" + std::to_string(c.last)).c_str() : "");
       return;
     }
     if (o->resume && o->overwrite) throw InvalidArgument("--resume and --overwrite exclude each other");

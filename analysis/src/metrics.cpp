@@ -46,6 +46,14 @@ double nll(const float* logits, int vocab, int32_t target) {
   return -log_softmax(logits, vocab)[static_cast<size_t>(target)];
 }
 
+bool in_top_k(const float* logits, int vocab, int32_t target, int k) {
+  const float t = logits[target];
+  if (std::isnan(t)) return false;
+  int above = 0;  // tokens strictly more likely than the target (NaN never is)
+  for (int i = 0; i < vocab; ++i) above += logits[i] > t;
+  return above < k;
+}
+
 template <class T>
 void cache_errors(const KvCache<T>& dense, const KvCache<T>& mode, int64_t length, double* k_err, double* v_err,
                   double* k_new_err, double* v_new_err) {
@@ -88,9 +96,11 @@ StepMetrics step_metrics(const sim::Lockstep<T>& ls, int r, int32_t token, int32
   m.k_err.resize(LK), m.v_err.resize(LK), m.k_new_err.resize(LK), m.v_new_err.resize(LK);
   m.attn_err.resize(static_cast<size_t>(n_layers) * hq);
   m.hidden_err.resize(static_cast<size_t>(n_layers));
+  const bool follows = ls.follows_dense(r);  // its cache is dense's: every error is 0
   for (int l = 0; l < n_layers; ++l) {
-    cache_errors(ls.engine(0).cache(l), ls.engine(r).cache(l), ls.length(), &m.k_err[l * hkv], &m.v_err[l * hkv],
-                 &m.k_new_err[l * hkv], &m.v_new_err[l * hkv]);
+    if (!follows)
+      cache_errors(ls.engine(0).cache(l), ls.engine(r).cache(l), ls.length(), &m.k_err[l * hkv], &m.v_err[l * hkv],
+                   &m.k_new_err[l * hkv], &m.v_new_err[l * hkv]);
     for (int h = 0; h < hq; ++h) {
       const size_t o = (static_cast<size_t>(l) * hq + h) * d;
       m.attn_err[static_cast<size_t>(l) * hq + h] = relative_error(om.attn_out.data() + o, od.attn_out.data() + o, d);
@@ -99,10 +109,12 @@ StepMetrics step_metrics(const sim::Lockstep<T>& ls, int r, int32_t token, int32
     m.hidden_err[l] = relative_error(om.hidden.data() + o, od.hidden.data() + o, H);
   }
   m.recall = om.recall;
+  m.top_mass = om.top_mass;
   m.selected = om.selected;
   m.bytes_read = om.bytes_read;
   m.kl = kl_divergence(od.logits.data(), om.logits.data(), V);
   m.nll = nll(om.logits.data(), V, target);
+  m.top3_hit = in_top_k(om.logits.data(), V, target, 3);
   m.top1_agree = sim::argmax_token(od.logits.data(), V) == sim::argmax_token(om.logits.data(), V);
   m.rectified = om.report.rectified;
   m.position = om.report.pos;

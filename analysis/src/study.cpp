@@ -42,7 +42,7 @@ void StudyConfig::validate() const {
   if (chunk_steps < 1 || chunk_steps > 65536)
     throw InvalidArgument("chunk_steps = " + std::to_string(chunk_steps) + ": must be in [1, 65536]");
   if (runs_per_pass < 0) throw InvalidArgument("runs_per_pass = " + std::to_string(runs_per_pass) + ": must be >= 0");
-  parse_run_specs(runs, sparse);
+  parse_run_specs(runs, sparse, prompt_len, steps);
 }
 
 std::string StudyConfig::canonical() const {
@@ -59,7 +59,8 @@ std::string StudyConfig::canonical() const {
   return os.str();
 }
 
-std::vector<RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults) {
+std::vector<RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults,
+                                     int64_t prompt_len, int64_t steps) {
   std::vector<RunSpec> out;
   for (const std::string& spec : specs) {
     const std::string ctx = "run spec \"" + spec + "\"";
@@ -109,7 +110,12 @@ std::vector<RunSpec> parse_run_specs(const std::vector<std::string>& specs, cons
         else if (k == "n_local") r.sparse.n_local = to_int(v);
         else if (k == "n_sink") r.sparse.n_sink = to_int(v);
         else if (k == "f") r.sparse.rectify_every = to_int(v), f_given = true;
-        else throw InvalidArgument(ctx + ": unknown key \"" + k + "\" (b, ratio, n_min, n_local, n_sink, f, name)");
+        else if (k == "last") {
+          const int last = to_int(v);
+          if (last < 0 || last > steps)
+            throw InvalidArgument(ctx + ": last = " + v + " must be in [0, steps = " + std::to_string(steps) + "]");
+          r.start = last == 0 ? 0 : prompt_len + steps - last;
+        } else throw InvalidArgument(ctx + ": unknown key \"" + k + "\" (b, ratio, n_min, n_local, n_sink, f, last, name)");
         if (k != "f") suffix += "_" + k + (k == "ratio" ? r.sparse.ratio.str() : v);
       }
     }
@@ -149,7 +155,8 @@ struct Accum {
 
 class RunWriter {
  public:
-  RunWriter(hid_t runs_group, const RunSpec& spec, int n_layers, int hq, int hkv, int64_t planned, hsize_t chunk)
+  RunWriter(hid_t runs_group, const RunSpec& spec, int n_layers, int hq, int hkv, int64_t prompt_len, int64_t planned,
+            hsize_t chunk)
       : spec_(spec), n_layers_(n_layers), hq_(hq), hkv_(hkv), chunk_(chunk) {
     group_ = h5::create_group(runs_group, spec.name);
     const hid_t g = group_;
@@ -164,6 +171,8 @@ class RunWriter {
     h5::set_attr(g, "n_sink", int64_t{spec.sparse.n_sink});
     h5::set_attr(g, "f", int64_t{spec.mode == DecodeMode::Dense ? 0 : spec.sparse.rectify_every});
     h5::set_attr(g, "steps_planned", planned);
+    h5::set_attr(g, "start", spec.start);  // 0: decodes every step itself
+    h5::set_attr(g, "last", spec.start == 0 ? int64_t{0} : prompt_len + planned - spec.start);
     const std::vector<hsize_t> none, LK{static_cast<hsize_t>(n_layers), static_cast<hsize_t>(hkv)},
         LQ{static_cast<hsize_t>(n_layers), static_cast<hsize_t>(hq)}, LL{static_cast<hsize_t>(n_layers)};
     step_ = h5::Series<int64_t>(g, "step", none, chunk, "decode step index (0 = first token after the prompt)");
@@ -173,6 +182,7 @@ class RunWriter {
     kl_ = h5::Series<double>(g, "kl", none, chunk, "KL(dense || run) of the next-token distribution, nats");
     nll_ = h5::Series<double>(g, "nll", none, chunk, "teacher-forced NLL of target under this run, nats");
     top1_ = h5::Series<uint8_t>(g, "top1_agree", none, chunk, "1 when this run's argmax equals dense's");
+    top3_ = h5::Series<uint8_t>(g, "top3_hit", none, chunk, "1 when the target is among this run's 3 most likely tokens");
     rect_ = h5::Series<uint8_t>(g, "rectified", none, chunk, "1 when a rectification ran after this step");
     k_err_ = h5::Series<double>(g, "k_err", LK, chunk, "||K - K_dense||_F / ||K_dense||_F over the cache, per KV head");
     v_err_ = h5::Series<double>(g, "v_err", LK, chunk, "||V - V_dense||_F / ||V_dense||_F over the cache, per KV head");
@@ -182,6 +192,8 @@ class RunWriter {
     attn_ = h5::Series<double>(g, "attn_err", LQ, chunk, "relative error of the attention output, per query head");
     recall_ = h5::Series<double>(g, "recall", LQ, chunk,
                                  "share of this run's full attention mass inside the attended blocks");
+    top_mass_ = h5::Series<double>(g, "top_block_mass", LQ, chunk,
+                                   "share of this run's full attention mass held by the top 10% of blocks");
     hidden_ = h5::Series<double>(g, "hidden_err", LL, chunk, "relative error of the residual stream after the layer");
     bytes_ = h5::Series<double>(g, "bytes_read", LL, chunk, "attention bytes read (K/V, descriptors, rectification)");
     std::vector<int32_t> li(static_cast<size_t>(n_layers)), hi(static_cast<size_t>(hq)), ki(static_cast<size_t>(hkv));
@@ -194,14 +206,14 @@ class RunWriter {
     h5::make_scale(layer, "layer");
     h5::make_scale(head, "head");
     h5::make_scale(kv_head, "kv_head");
-    for (hid_t d : {position_.id(), token_.id(), target_.id(), kl_.id(), nll_.id(), top1_.id(), rect_.id()})
+    for (hid_t d : {position_.id(), token_.id(), target_.id(), kl_.id(), nll_.id(), top1_.id(), top3_.id(), rect_.id()})
       h5::attach_scale(d, step_.id(), 0);
     for (hid_t d : {k_err_.id(), v_err_.id(), k_new_.id(), v_new_.id(), sel_.id()}) {
       h5::attach_scale(d, step_.id(), 0);
       h5::attach_scale(d, layer, 1);
       h5::attach_scale(d, kv_head, 2);
     }
-    for (hid_t d : {attn_.id(), recall_.id()}) {
+    for (hid_t d : {attn_.id(), recall_.id(), top_mass_.id()}) {
       h5::attach_scale(d, step_.id(), 0);
       h5::attach_scale(d, layer, 1);
       h5::attach_scale(d, head, 2);
@@ -252,6 +264,7 @@ class RunWriter {
     kl_.append(scalar(&StepMetrics::kl).data(), n);
     nll_.append(scalar(&StepMetrics::nll).data(), n);
     top1_.append(scalar(&StepMetrics::top1_agree).data(), n);
+    top3_.append(scalar(&StepMetrics::top3_hit).data(), n);
     rect_.append(scalar(&StepMetrics::rectified).data(), n);
     k_err_.append(gather(&StepMetrics::k_err).data(), n);
     v_err_.append(gather(&StepMetrics::v_err).data(), n);
@@ -260,6 +273,7 @@ class RunWriter {
     sel_.append(gather(&StepMetrics::selected).data(), n);
     attn_.append(gather(&StepMetrics::attn_err).data(), n);
     recall_.append(gather(&StepMetrics::recall).data(), n);
+    top_mass_.append(gather(&StepMetrics::top_mass).data(), n);
     hidden_.append(gather(&StepMetrics::hidden_err).data(), n);
     bytes_.append(gather(&StepMetrics::bytes_read).data(), n);
     buf_.clear();
@@ -311,8 +325,8 @@ class RunWriter {
   h5::Id group_;
   h5::Series<int64_t> step_, position_;
   h5::Series<int32_t> token_, target_, sel_;
-  h5::Series<double> kl_, nll_, k_err_, v_err_, k_new_, v_new_, attn_, recall_, hidden_, bytes_;
-  h5::Series<uint8_t> top1_, rect_;
+  h5::Series<double> kl_, nll_, k_err_, v_err_, k_new_, v_new_, attn_, recall_, top_mass_, hidden_, bytes_;
+  h5::Series<uint8_t> top1_, top3_, rect_;
   std::vector<StepMetrics> buf_;
   std::vector<int64_t> steps_;
   Accum acc_;
@@ -429,7 +443,7 @@ struct StudyRunner {
     std::vector<std::unique_ptr<RunWriter>> writers(static_cast<size_t>(ls.n_runs()));
     for (int r = write_dense ? 0 : 1; r < ls.n_runs(); ++r)
       writers[static_cast<size_t>(r)] = std::make_unique<RunWriter>(
-          runs_group, ls.spec(r), mc.num_hidden_layers, mc.num_attention_heads, mc.num_key_value_heads, S,
+          runs_group, ls.spec(r), mc.num_hidden_layers, mc.num_attention_heads, mc.num_key_value_heads, P, S,
           static_cast<hsize_t>(std::min(cfg.chunk_steps, S)));
     h5::flush(file);
     std::vector<int32_t> stream = given_tokens.empty() ? prompt : given_tokens;
@@ -479,7 +493,7 @@ std::string describe_model(const sim::Qwen2Weights& w) { return w.source + " (" 
 StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   cfg.validate();
-  const std::vector<RunSpec> specs = parse_run_specs(cfg.runs, cfg.sparse);
+  const std::vector<RunSpec> specs = parse_run_specs(cfg.runs, cfg.sparse, cfg.prompt_len, cfg.steps);
   if (opts.output.empty()) throw InvalidArgument("output: no study file given");
   if (opts.overwrite && opts.resume) throw InvalidArgument("--overwrite and --resume exclude each other");
 
@@ -506,7 +520,8 @@ StudyResult run_study(const StudyConfig& cfg, const StudyOptions& opts) {
     given = sim::random_tokens(need, V, cfg.seed + 1);
   } else if (cfg.tokens != "greedy") {
     const bool ids = cfg.tokens.rfind("ids:", 0) == 0;
-    const std::string path = cfg.tokens.substr(ids ? 4 : 5);
+    std::string path = cfg.tokens.substr(ids ? 4 : 5);
+    for (size_t at; (at = path.find("{seed}")) != std::string::npos;) path.replace(at, 6, std::to_string(cfg.seed));
     given = ids ? sim::read_token_ids(path, V) : sim::read_text_bytes(path, V);
     if (static_cast<int64_t>(given.size()) < need)
       throw InvalidArgument((ids ? "token file " : "text file ") + path + ": holds " + std::to_string(given.size()) +

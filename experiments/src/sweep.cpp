@@ -119,7 +119,7 @@ SweepSpec SweepSpec::parse(const std::string& text, const std::string& origin) {
       } else {
         throw InvalidArgument(where(origin, key) +
                               ": unknown (known: name, model, tokens, prompt_len, steps, layers, kv_dtype, "
-                              "weight_dtype, dot, chunk_steps, seeds, and [grid] f, ratio, b, n_min, n_local, n_sink)");
+                              "weight_dtype, dot, chunk_steps, seeds, and [grid] f, ratio, b, n_min, n_local, n_sink, last)");
       }
     } else if (section == "grid") {
       if (it.name == "f") spec.f = list_of<int>(origin, key, v, to_nonneg);
@@ -127,6 +127,7 @@ SweepSpec SweepSpec::parse(const std::string& text, const std::string& origin) {
       else if (it.name == "n_min") spec.n_min = list_of<int>(origin, key, v, to_nonneg);
       else if (it.name == "n_local") spec.n_local = list_of<int>(origin, key, v, to_nonneg);
       else if (it.name == "n_sink") spec.n_sink = list_of<int>(origin, key, v, to_nonneg);
+      else if (it.name == "last") spec.last = list_of<int>(origin, key, v, to_nonneg);
       else if (it.name == "ratio")
         spec.ratio = list_of<Fraction>(origin, key, v, [&](const std::string& s) {
           try {
@@ -136,7 +137,7 @@ SweepSpec SweepSpec::parse(const std::string& text, const std::string& origin) {
           }
         });
       else
-        throw InvalidArgument(where(origin, key) + ": unknown (known in [grid]: f, ratio, b, n_min, n_local, n_sink)");
+        throw InvalidArgument(where(origin, key) + ": unknown (known in [grid]: f, ratio, b, n_min, n_local, n_sink, last)");
     } else {
       throw InvalidArgument(where(origin, key) + ": unknown section [" + section + "] (known: [grid])");
     }
@@ -148,6 +149,9 @@ SweepSpec SweepSpec::parse(const std::string& text, const std::string& origin) {
     } catch (const InvalidArgument& e) {
       throw InvalidArgument(origin + ": [grid] " + e.what());
     }
+    if (c.last > spec.base.steps)
+      throw InvalidArgument(where(origin, "grid.last") + ": " + std::to_string(c.last) + " is more than steps = " +
+                            std::to_string(spec.base.steps));
   }
   analysis::StudyConfig check = spec.base;
   check.runs = {"sparse"};
@@ -167,10 +171,11 @@ SweepSpec SweepSpec::parse_file(const std::string& path) {
   return parse(ss.str(), path);
 }
 
-std::string combination_key(uint64_t seed, const SparseConfig& c) {
+std::string combination_key(uint64_t seed, const SparseConfig& c, int last) {
   std::ostringstream os;
   os << "s" << seed << "_b" << c.block_size << "_r" << c.ratio.num << "-" << c.ratio.den << "_nmin" << c.n_min
      << "_nloc" << c.n_local << "_nsink" << c.n_sink << "_f" << c.rectify_every;
+  if (last > 0) os << "_last" << last;
   return os.str();
 }
 
@@ -183,8 +188,10 @@ std::vector<Combination> expand(const SweepSpec& spec) {
         for (int n_min : spec.n_min)
           for (int n_local : spec.n_local)
             for (int n_sink : spec.n_sink)
-              for (int f : spec.f) {
+              for (int f : spec.f)
+                for (int last : spec.last) {
                 Combination c;
+                c.last = last;
                 c.seed = seed;
                 c.cfg.block_size = b;
                 c.cfg.ratio = r;
@@ -192,7 +199,7 @@ std::vector<Combination> expand(const SweepSpec& spec) {
                 c.cfg.n_local = n_local;
                 c.cfg.n_sink = n_sink;
                 c.cfg.rectify_every = f;
-                c.key = combination_key(seed, c.cfg);
+                c.key = combination_key(seed, c.cfg, last);
                 if (c.key.size() > analysis::kMaxRunName)
                   throw InvalidArgument("sweep '" + spec.name + "': combination key " + c.key + " is longer than " +
                                         std::to_string(analysis::kMaxRunName) + " characters (use smaller seeds)");
@@ -211,6 +218,7 @@ std::string run_spec_string(const Combination& c) {
   os << (c.cfg.rectify_every == 0 ? "sparse" : "resa") << ":b=" << c.cfg.block_size << ",ratio=" << c.cfg.ratio.str()
      << ",n_min=" << c.cfg.n_min << ",n_local=" << c.cfg.n_local << ",n_sink=" << c.cfg.n_sink;
   if (c.cfg.rectify_every > 0) os << ",f=" << c.cfg.rectify_every;
+  if (c.last > 0) os << ",last=" << c.last;
   os << ",name=" << c.key;
   return os.str();
 }
@@ -246,7 +254,7 @@ double peak(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_e
 struct Record {
   char key[analysis::kMaxRunName + 1], mode[8], ratio[24];
   uint64_t seed;
-  int32_t b, n_min, n_local, n_sink, f;
+  int32_t b, n_min, n_local, n_sink, f, last;
   double k_err_final, k_err_mean, k_err_peak, v_err_final, v_err_mean, v_err_peak, kl_mean, top1_agreement,
       nll_delta, recall_mean, bytes_rel, cost_model;
   int64_t rectifications;
@@ -259,7 +267,7 @@ h5::Id record_type() {
   h5::insert_string_member(t, "ratio", HOFFSET(Record, ratio), sizeof(Record::ratio));
   H5Tinsert(t, "seed", HOFFSET(Record, seed), H5T_NATIVE_UINT64);
 #define RESA_I32(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_INT32);
-  RESA_I32(b) RESA_I32(n_min) RESA_I32(n_local) RESA_I32(n_sink) RESA_I32(f)
+  RESA_I32(b) RESA_I32(n_min) RESA_I32(n_local) RESA_I32(n_sink) RESA_I32(f) RESA_I32(last)
 #undef RESA_I32
 #define RESA_F64(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_DOUBLE);
   RESA_F64(k_err_final) RESA_F64(k_err_mean) RESA_F64(k_err_peak) RESA_F64(v_err_final) RESA_F64(v_err_mean)
@@ -286,6 +294,7 @@ Record to_record(const SweepRow& r) {
   x.n_local = r.n_local;
   x.n_sink = r.n_sink;
   x.f = r.f;
+  x.last = r.last;
   x.k_err_final = r.k_err_final;
   x.k_err_mean = r.k_err_mean;
   x.k_err_peak = r.k_err_peak;
@@ -342,7 +351,8 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
   h5::Id src = h5::open_file(shard, false);
   h5::Id src_runs = h5::open_group(src, "runs");
   std::vector<SweepRow> rows;
-  auto add = [&](const std::string& run_name, const std::string& key, const std::string& mode, const SparseConfig* cfg) {
+  auto add = [&](const std::string& run_name, const std::string& key, const std::string& mode, const SparseConfig* cfg,
+                 int last_steps) {
     auto it = by_name.find(run_name);
     if (it == by_name.end()) throw std::runtime_error("shard " + shard + " lacks run " + run_name);
     const analysis::RunSummary& s = it->second;
@@ -350,6 +360,7 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
     r.key = key;
     r.mode = mode;
     r.seed = seed;
+    r.last = last_steps;
     if (cfg) {
       r.b = cfg->block_size;
       r.ratio = cfg->ratio.str();
@@ -383,9 +394,9 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
     h5::set_attr(g, "shard_run", run_name);
     rows.push_back(r);
   };
-  add("dense", "dense_s" + std::to_string(seed), "dense", nullptr);
+  add("dense", "dense_s" + std::to_string(seed), "dense", nullptr, 0);
   for (const Combination& c : combos)
-    if (c.seed == seed) add(c.key, c.key, c.cfg.rectify_every == 0 ? "sparse" : "resa", &c.cfg);
+    if (c.seed == seed) add(c.key, c.key, c.cfg.rectify_every == 0 ? "sparse" : "resa", &c.cfg, c.last);
   return rows;
 }
 
@@ -550,7 +561,7 @@ std::string format_table(const std::vector<SweepRow>& rows) {
 }
 
 namespace {
-const char* kColumns[] = {"key", "mode", "seed", "b", "ratio", "n_min", "n_local", "n_sink", "f",
+const char* kColumns[] = {"key", "mode", "seed", "b", "ratio", "n_min", "n_local", "n_sink", "f", "last",
                           "k_err_final", "k_err_mean", "k_err_peak", "v_err_final", "v_err_mean", "v_err_peak",
                           "kl_mean", "top1_agreement",
                           "nll_delta", "recall_mean", "bytes_rel", "cost_model", "rectifications"};
@@ -561,7 +572,8 @@ std::vector<std::string> cells(const SweepRow& r) {
     return std::string(b);
   };
   return {r.key, r.mode, std::to_string(r.seed), std::to_string(r.b), r.ratio, std::to_string(r.n_min),
-          std::to_string(r.n_local), std::to_string(r.n_sink), std::to_string(r.f), num(r.k_err_final),
+          std::to_string(r.n_local), std::to_string(r.n_sink), std::to_string(r.f), std::to_string(r.last),
+          num(r.k_err_final),
           num(r.k_err_mean), num(r.k_err_peak), num(r.v_err_final), num(r.v_err_mean), num(r.v_err_peak),
           num(r.kl_mean), num(r.top1_agreement),
           num(r.nll_delta), num(r.recall_mean), num(r.bytes_rel), num(r.cost_model), std::to_string(r.rectifications)};

@@ -1,7 +1,9 @@
 // lockstep.cpp — token streams and the lockstep runner (see lockstep.h).
 #include "resa/sim/lockstep.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -116,6 +118,8 @@ Lockstep<T>::Lockstep(const Qwen2Model& model, std::vector<RunSpec> runs, int64_
     ctrls_.push_back(std::make_unique<ResaController>(runs_[r].mode, runs_[r].sparse, *engines_[r], cb));
   }
   obs_.resize(runs_.size());
+  active_.assign(runs_.size(), 0);
+  active_[0] = 1;
 }
 
 template <class T>
@@ -126,14 +130,25 @@ std::vector<float> Lockstep<T>::prefill(const std::vector<int32_t>& prompt) {
     throw InvalidArgument("lockstep: prompt of " + std::to_string(prompt.size()) +
                           " tokens leaves no room to decode in a cache of " +
                           std::to_string(engines_[0]->cache(0).capacity));
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  for (size_t r = 1; r < runs_.size(); ++r)
+    if (runs_[r].start != 0 && (runs_[r].start < n || runs_[r].start >= engines_[0]->cache(0).capacity))
+      throw InvalidArgument("lockstep: run " + runs_[r].name + " starts at position " + std::to_string(runs_[r].start) +
+                            ", outside [prompt length " + std::to_string(n) + ", cache capacity " +
+                            std::to_string(engines_[0]->cache(0).capacity) + ")");
   tokens_ = prompt;
-  ctrls_[0]->prefill(static_cast<int64_t>(prompt.size()));
-  for (size_t r = 1; r < runs_.size(); ++r) {
-    engines_[r]->load_prefix(*engines_[0], static_cast<int64_t>(prompt.size()));
-    ctrls_[r]->adopt_prefill(static_cast<int64_t>(prompt.size()));
-  }
-  length_ = static_cast<int64_t>(prompt.size());
+  ctrls_[0]->prefill(n);
+  for (size_t r = 1; r < runs_.size(); ++r)
+    if (runs_[r].start <= n) fork_from_dense(static_cast<int>(r), n);
+  length_ = n;
   return obs_[0].logits;
+}
+
+template <class T>
+void Lockstep<T>::fork_from_dense(int r, int64_t length) {
+  engines_[r]->load_prefix(*engines_[0], length);
+  ctrls_[r]->adopt_prefill(length);
+  active_[static_cast<size_t>(r)] = 1;
 }
 
 template <class T>
@@ -145,9 +160,16 @@ void Lockstep<T>::step(int32_t token) {
   tokens_.push_back(token);
   const int n_layers = model_.config().num_hidden_layers;
   const int hq = shape_.n_q_heads, hkv = shape_.n_kv_heads;
+  for (size_t r = 1; r < runs_.size(); ++r)
+    if (!active_[r] && runs_[r].start == length_) fork_from_dense(static_cast<int>(r), length_);
   for (size_t r = 0; r < runs_.size(); ++r) {
     StepObservation& o = obs_[r];
+    if (!active_[r]) {  // dense ran first this step: this run is dense until its start
+      o = obs_[0];
+      continue;
+    }
     o.recall.assign(static_cast<size_t>(n_layers) * hq, 1.0);
+    o.top_mass.assign(static_cast<size_t>(n_layers) * hq, 1.0);
     o.selected.assign(static_cast<size_t>(n_layers) * hkv, 0);
     o.bytes_read.assign(static_cast<size_t>(n_layers), 0.0);
     o.report = ctrls_[r]->decode_step();
@@ -160,6 +182,23 @@ void Lockstep<T>::step(int32_t token) {
   ++length_;
 }
 
+double top_block_mass(const std::vector<double>& weights, int64_t L, int b, double share) {
+  if (L < 1 || b < 1 || static_cast<int64_t>(weights.size()) < L || !(share > 0 && share <= 1))
+    throw InvalidArgument("top_block_mass: needs L >= 1 weights, b >= 1 and share in (0, 1]");
+  const int64_t M = num_blocks(L, b);
+  std::vector<double> mass(static_cast<size_t>(M), 0.0);
+  double total = 0;
+  for (int64_t p = 0; p < L; ++p) {
+    mass[static_cast<size_t>(p / b)] += weights[static_cast<size_t>(p)];
+    total += weights[static_cast<size_t>(p)];
+  }
+  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(share * static_cast<double>(M))));
+  std::nth_element(mass.begin(), mass.begin() + (k - 1), mass.end(), std::greater<>());
+  double top = 0;
+  for (int64_t i = 0; i < k; ++i) top += mass[static_cast<size_t>(i)];
+  return top / total;
+}
+
 template <class T>
 void Lockstep<T>::observe_attention(int run, int layer, const LayerAttention& attn, const float* q) {
   const CpuAttentionEngine<T>& e = *engines_[run];
@@ -170,25 +209,26 @@ void Lockstep<T>::observe_attention(int run, int layer, const LayerAttention& at
   const int b = runs_[run].sparse.block_size;
   const int64_t M = num_blocks(L, b);
   const double row_bytes = 2.0 * d * sizeof(T);  // one position's K and V of one head
-  if (attn.phase() == Phase::DenseDecode) {
-    for (int h = 0; h < hkv; ++h) o.selected[static_cast<size_t>(layer) * hkv + h] = static_cast<int32_t>(M);
-    o.bytes_read[layer] += static_cast<double>(hkv) * static_cast<double>(L) * row_bytes;
-    return;
-  }
-  const BlockSelection& sel = e.last_selection(layer);
-  double bytes = static_cast<double>(hkv) * static_cast<double>(M) * row_bytes;  // descriptors kmin/kmax
-  std::vector<double> qf(d), logit(static_cast<size_t>(L));
-  std::vector<char> in_sel(static_cast<size_t>(L));
+  const bool dense = attn.phase() == Phase::DenseDecode;
+  const BlockSelection* sel = dense ? nullptr : &e.last_selection(layer);
+  double bytes = dense ? 0.0 : static_cast<double>(hkv) * static_cast<double>(M) * row_bytes;  // kmin/kmax
+  std::vector<double> qf(d), weight(static_cast<size_t>(L));
+  std::vector<char> in_sel(static_cast<size_t>(L), 1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   for (int kh = 0; kh < hkv; ++kh) {
-    const int n = sel.n(0, kh);
+    const int n = dense ? static_cast<int>(M) : sel->n(0, kh);
     o.selected[static_cast<size_t>(layer) * hkv + kh] = n;
-    std::fill(in_sel.begin(), in_sel.end(), 0);
-    for (const KeySegment& s : block_segments(sel.list(0, kh), n, b, L)) {
-      bytes += static_cast<double>(s.end - s.begin) * row_bytes;
-      for (int64_t p = s.begin; p < s.end; ++p) in_sel[static_cast<size_t>(p)] = 1;
+    if (dense) {
+      bytes += static_cast<double>(L) * row_bytes;
+    } else {
+      std::fill(in_sel.begin(), in_sel.end(), 0);
+      for (const KeySegment& s : block_segments(sel->list(0, kh), n, b, L)) {
+        bytes += static_cast<double>(s.end - s.begin) * row_bytes;
+        for (int64_t p = s.begin; p < s.end; ++p) in_sel[static_cast<size_t>(p)] = 1;
+      }
     }
-    if (n == M) continue;  // every block attended: recall is exactly 1
+    // The run's full attention in fp64 (q and K as the kernel reads them): recall of the selection
+    // (exactly 1 when every block is attended) and the share of the top 10% of blocks.
     const T* kbase = cache.key(0, kh, 0);
     for (int hh = kh * g; hh < (kh + 1) * g; ++hh) {
       for (int j = 0; j < d; ++j) qf[j] = to_float(from_float<T>(q[static_cast<size_t>(hh) * d + j]));
@@ -197,16 +237,19 @@ void Lockstep<T>::observe_attention(int run, int layer, const LayerAttention& at
         const T* kr = kbase + static_cast<size_t>(p) * d;
         double s = 0;
         for (int j = 0; j < d; ++j) s += qf[j] * static_cast<double>(to_float(kr[j]));
-        logit[static_cast<size_t>(p)] = s * scale;
-        mx = std::max(mx, logit[static_cast<size_t>(p)]);
+        weight[static_cast<size_t>(p)] = s * scale;
+        mx = std::max(mx, weight[static_cast<size_t>(p)]);
       }
       double total = 0, inside = 0;
       for (int64_t p = 0; p < L; ++p) {
-        const double w = std::exp(logit[static_cast<size_t>(p)] - mx);
+        const double w = std::exp(weight[static_cast<size_t>(p)] - mx);
+        weight[static_cast<size_t>(p)] = w;
         total += w;
         if (in_sel[static_cast<size_t>(p)]) inside += w;
       }
-      o.recall[static_cast<size_t>(layer) * hq + hh] = inside / total;
+      const size_t i = static_cast<size_t>(layer) * hq + hh;
+      o.recall[i] = n == M ? 1.0 : inside / total;
+      o.top_mass[i] = top_block_mass(weight, L, b);
     }
   }
   o.bytes_read[layer] += bytes;

@@ -48,7 +48,7 @@ std::string error_of(F&& f) {
 }
 
 TEST(Study, RunSpecsParseAndReject) {
-  const auto specs = parse_run_specs({"sparse", "resa", "resa:f=8,ratio=0.25,name=quarter", "resa:b=32"}, SparseConfig{});
+  const auto specs = parse_run_specs({"sparse", "resa", "resa:f=8,ratio=0.25,name=quarter", "resa:b=32"}, SparseConfig{}, 64, 32);
   ASSERT_EQ(specs.size(), 4u);
   EXPECT_EQ(specs[0].name, "sparse");
   EXPECT_EQ(specs[0].sparse.rectify_every, 0);
@@ -58,8 +58,8 @@ TEST(Study, RunSpecsParseAndReject) {
   EXPECT_EQ(specs[3].name, "resa_f32_b32");
   for (const char* bad : {"dense", "sparse:f=4", "resa:f=0", "resa:q=1", "resa:b=3", "resa:ratio=2", "resa:b=x",
                           "resa:name=a/b"})
-    EXPECT_THROW(parse_run_specs({bad}, SparseConfig{}), InvalidArgument) << bad;
-  EXPECT_THROW(parse_run_specs({"resa", "resa"}, SparseConfig{}), InvalidArgument);
+    EXPECT_THROW(parse_run_specs({bad}, SparseConfig{}, 64, 32), InvalidArgument) << bad;
+  EXPECT_THROW(parse_run_specs({"resa", "resa"}, SparseConfig{}, 64, 32), InvalidArgument);
 }
 
 TEST(Study, WritesTheDocumentedLayoutAndReadsItBack) {

@@ -19,6 +19,9 @@ double relative_error(const float* a, const float* ref, size_t n);
 double kl_divergence(const float* dense_logits, const float* mode_logits, int vocab);
 // -log softmax(logits)[target], fp64.
 double nll(const float* logits, int vocab, int32_t target);
+// The target is among the k most likely tokens: fewer than k logits are strictly larger than its
+// own (ties count for the target); a NaN target logit never is.
+bool in_top_k(const float* logits, int vocab, int32_t target, int k);
 
 // Relative Frobenius errors of the whole cache [0, length) and of the newest entry
 // (length - 1), per KV head: out arrays [Hkv].
@@ -32,10 +35,12 @@ struct StepMetrics {
   std::vector<double> attn_err;                            // [layers][Hq]
   std::vector<double> hidden_err;                          // [layers]
   std::vector<double> recall;                              // [layers][Hq]
+  std::vector<double> top_mass;                            // [layers][Hq]
   std::vector<int32_t> selected;                           // [layers][Hkv]
   std::vector<double> bytes_read;                          // [layers]
   double kl = 0, nll = 0;
   uint8_t top1_agree = 1, rectified = 0;
+  uint8_t top3_hit = 0;  // the target is among this run's 3 most likely tokens
   int64_t position = 0;
   int32_t token = 0, target = 0;
 };

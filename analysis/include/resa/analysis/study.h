@@ -10,7 +10,9 @@
 //       step [S], layer [NL], head [Hq], kv_head [Hkv]    dimension scales (xarray dims)
 //       position, token, target [step]; kl, nll [step]; top1_agree, rectified [step]
 //       k_err, v_err, k_new_err, v_new_err, selected_blocks [step][layer][kv_head]
-//       attn_err, recall [step][layer][head]; hidden_err, bytes_read [step][layer]
+//       position, token, target [step]; kl, nll [step]; top1_agree, top3_hit, rectified [step]
+//       attn_err, recall, top_block_mass [step][layer][head]; hidden_err, bytes_read [step][layer]
+//                           (attribute start: position from which the run decodes on its own)
 //
 // Runs are computed in passes (dense is recomputed in each pass: it is deterministic). A run's
 // `complete` flag is set only after all its data and summary are written and flushed; the root
@@ -38,7 +40,8 @@ struct StudyConfig {
   std::string weight_dtype = "bf16";  // synthetic weights: bf16, fp16, fp32
   std::string kv_dtype = "bf16";      // bf16 or fp16
   std::string dot = "fma";            // fma (fast) or tensor-core (the sm_90a kernels' arithmetic)
-  std::string tokens = "greedy";      // greedy | random | ids:PATH | text:PATH
+  std::string tokens = "greedy";      // greedy | random | ids:PATH | text:PATH; in PATH, {seed}
+                                      // stands for the seed (one passage per seed)
   int64_t prompt_len = 1024;
   int64_t steps = 512;
   SparseConfig sparse;                // defaults for every run spec
@@ -53,10 +56,13 @@ struct StudyConfig {
 // Longest run name the study's summary table stores.
 inline constexpr size_t kMaxRunName = 63;
 
-// "sparse[:k=v,...]" or "resa[:k=v,...]", keys b, ratio, n_min, n_local, n_sink, f, name.
-// sparse means f = 0; resa takes f from the defaults unless given (f >= 1). Names default to
-// "sparse" / "resa_f<f>" plus the fields that differ from the defaults; they must be unique.
-std::vector<sim::RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults);
+// "sparse[:k=v,...]" or "resa[:k=v,...]", keys b, ratio, n_min, n_local, n_sink, f, last, name.
+// sparse means f = 0; resa takes f from the defaults unless given (f >= 1). last = x decodes only
+// the last x of the `steps` decode steps this way (the run follows dense before: RunSpec::start =
+// prompt_len + steps - x); 0 or absent = every step. Names default to "sparse" / "resa_f<f>" plus
+// the fields that differ from the defaults; they must be unique.
+std::vector<sim::RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults,
+                                          int64_t prompt_len, int64_t steps);
 
 // One run's summary. Means are over decode steps (and layers/heads where the data has them),
 // except: hidden_err_mean is the last layer's residual-stream error (the model's output state);

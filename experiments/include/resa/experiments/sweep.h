@@ -4,6 +4,8 @@
 // and the shards merge into one sweep file with a summary table per combination.
 //
 // Sweep file (HDF5), what `resa report` and experiments/plot_sweep.py read:
+//   A [grid] list `last` (x values) runs the paper's language-modelling protocol: each such run
+//   follows dense for the first steps - x decode steps and decodes the last x itself.
 //   /                   attributes: format = "resa-sweep", tool, version, git_commit, command_line,
 //                       created, spec_name, combinations, complete (0/1)
 //   /spec               the spec file text (string dataset)
@@ -34,6 +36,7 @@ struct SweepSpec {
   analysis::StudyConfig base;       // model, tokens, prompt_len, steps, dtypes, dot, chunk_steps
   std::vector<uint64_t> seeds = {0};
   std::vector<int> f = {32}, b = {16}, n_min = {16}, n_local = {1}, n_sink = {0};
+  std::vector<int> last = {0};      // decode only the last x steps sparsely (0 = every step)
   std::vector<Fraction> ratio = {Fraction{1, 10}};
   std::string text;                 // the spec as read
 
@@ -48,15 +51,17 @@ struct SweepSpec {
 struct Combination {
   uint64_t seed = 0;
   SparseConfig cfg;
+  int last = 0;  // the run decodes only the last `last` steps itself (0 = every step)
   std::string key;
 };
 std::vector<Combination> expand(const SweepSpec& spec);
-std::string combination_key(uint64_t seed, const SparseConfig& cfg);
+// ..._f<f>, then _last<x> when x > 0 (keys of sweeps without `last` are unchanged).
+std::string combination_key(uint64_t seed, const SparseConfig& cfg, int last = 0);
 
 struct SweepRow {
   std::string key, mode;  // mode: dense, sparse (f = 0) or resa
   uint64_t seed = 0;
-  int b = 0, n_min = 0, n_local = 0, n_sink = 0, f = 0;
+  int b = 0, n_min = 0, n_local = 0, n_sink = 0, f = 0, last = 0;
   std::string ratio;
   // Cache misalignment (mean over layers and KV heads) after the last step (0 right after a
   // rectification), its mean and its peak over the steps (the top of ReSA's sawtooth).

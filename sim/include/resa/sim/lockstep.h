@@ -38,8 +38,18 @@ struct RunSpec {
   std::string name;
   DecodeMode mode = DecodeMode::Resa;
   SparseConfig sparse;
+  // Cache position of the first token this run decodes itself (0 = from the end of the prompt).
+  // Until then the run follows dense: it computes nothing and reports dense's observations; at
+  // `start` its cache is forked from dense's (positions [0, start)), as after a prefill. This is
+  // the language-modelling protocol of the paper (§3.3): the first L - x tokens dense, the last x
+  // sparse, with one dense pass shared by every x.
+  int64_t start = 0;
   friend bool operator==(const RunSpec&, const RunSpec&) = default;
 };
+
+// Of the top ceil(share * M) blocks of b tokens (at least one) by attention mass, their share of
+// the whole mass. weights: softmax weights (need not be normalized) of positions [0, L).
+double top_block_mass(const std::vector<double>& weights, int64_t L, int b, double share = 0.1);
 
 // What one run observed at one decode step.
 struct StepObservation {
@@ -50,6 +60,8 @@ struct StepObservation {
   std::vector<double> recall;      // [layers][Hq]: share of the attention mass (softmax over the
                                    // whole cache of this run, fp64, q and K as the kernel reads
                                    // them) inside the blocks this run attended; 1 when dense
+  std::vector<double> top_mass;    // [layers][Hq]: share of that same full attention mass held by
+                                   // the top 10% of blocks (top_block_mass, b of this run)
   std::vector<int32_t> selected;   // [layers][Hkv]: blocks attended (M when dense)
   std::vector<double> bytes_read;  // [layers]: K/V + descriptor bytes read by attention this step,
                                    // plus the whole cache once when a rectification ran
@@ -68,8 +80,12 @@ class Lockstep {
   // Dense prefill of the prompt (positions [0, n)), once, copied to every run. Returns the
   // logits of the last prompt token.
   std::vector<float> prefill(const std::vector<int32_t>& prompt);
-  // One decode step of every run on `token` at position length(): dense first, then the others.
+  // One decode step of every run on `token` at position length(): dense first, then the others
+  // (a run whose start lies ahead reports dense's observation).
   void step(int32_t token);
+  // Run r has not reached its start yet: at the last step it reported dense's observation and its
+  // own engine holds nothing.
+  bool follows_dense(int r) const { return !active_[static_cast<size_t>(r)]; }
   const StepObservation& observation(int r) const { return obs_[r]; }
   const CpuAttentionEngine<T>& engine(int r) const { return *engines_[r]; }
 
@@ -82,11 +98,13 @@ class Lockstep {
   std::vector<std::unique_ptr<ResaController>> ctrls_;
   std::vector<StepObservation> obs_;
   std::vector<int32_t> tokens_;  // every token fed so far, by position
+  std::vector<char> active_;     // per run: decoding on its own (its start reached)
   int current_run_ = 0;
   bool want_trace_ = false;
   int64_t length_ = 0;
 
   void observe_attention(int run, int layer, const LayerAttention& attn, const float* q);
+  void fork_from_dense(int run, int64_t length);
 };
 
 extern template class Lockstep<bf16>;
