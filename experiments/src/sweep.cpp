@@ -51,6 +51,19 @@ std::string single(const std::string& origin, const std::string& key, const std:
   return in[0];
 }
 
+// A relative path of a spec (model folder, token file) is read from the current directory, and
+// when nothing is there, from the repository root: the shipped specs name models/... and
+// experiments/passages/... and work from any directory.
+std::string spec_path(const std::string& p) {
+  const fs::path path(p);
+  if (path.is_absolute()) return p;
+  auto anchor = [](const fs::path& x) { return x.has_parent_path() ? x.parent_path() : x; };  // names may hold {seed}
+  std::error_code ec;
+  if (fs::exists(anchor(path), ec)) return p;
+  const fs::path in_repo = fs::path(RESA_SOURCE_DIR) / path;
+  return fs::exists(anchor(in_repo), ec) ? in_repo.string() : p;
+}
+
 template <class T, class F>
 std::vector<T> list_of(const std::string& origin, const std::string& key, const std::vector<std::string>& in, F conv) {
   if (in.empty()) throw InvalidArgument(where(origin, key) + ": the list is empty");
@@ -94,8 +107,12 @@ SweepSpec SweepSpec::parse(const std::string& text, const std::string& origin) {
           throw InvalidArgument(where(origin, key) + ": use letters, digits, _ - . only");
       } else if (key == "model") {
         spec.base.model = single(origin, key, v);
+        if (spec.base.model.find('/') != std::string::npos) spec.base.model = spec_path(spec.base.model);
       } else if (key == "tokens") {
         spec.base.tokens = single(origin, key, v);
+        for (const char* kind : {"ids:", "text:"})
+          if (spec.base.tokens.rfind(kind, 0) == 0)
+            spec.base.tokens = kind + spec_path(spec.base.tokens.substr(std::string(kind).size()));
       } else if (key == "prompt_len") {
         spec.base.prompt_len = to_int(single(origin, key, v));
       } else if (key == "steps") {

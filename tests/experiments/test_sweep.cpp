@@ -55,7 +55,7 @@ std::string expect_rejected(const std::string& text) {
 }
 
 TEST(SweepSpec, ParsesTheShippedSpecs) {
-  for (const char* name : {"default", "paper"}) {
+  for (const char* name : {"default", "paper", "real-nll", "real-lm"}) {
     const SweepSpec s = SweepSpec::parse_file(std::string(RESA_SOURCE_DIR) + "/experiments/specs/" + name + ".toml");
     EXPECT_EQ(s.name, name);
     EXPECT_FALSE(expand(s).empty());
@@ -64,6 +64,20 @@ TEST(SweepSpec, ParsesTheShippedSpecs) {
   EXPECT_EQ(paper.f, (std::vector<int>{0, 16, 32, 64, 128}));
   EXPECT_EQ(paper.ratio, (std::vector<Fraction>{{1, 50}, {1, 20}, {1, 10}}));
   EXPECT_EQ(expand(paper).size(), 15u);
+  // The language-modelling protocol: one combination per (seed, f, x), keys ending in _last<x>.
+  const SweepSpec lm = SweepSpec::parse_file(std::string(RESA_SOURCE_DIR) + "/experiments/specs/real-lm.toml");
+  const auto lm_combos = expand(lm);
+  EXPECT_EQ(lm_combos.size(), lm.seeds.size() * lm.f.size() * lm.last.size());
+  EXPECT_EQ(lm_combos.back().last, lm.last.back());
+  EXPECT_EQ(lm_combos.back().key, combination_key(lm_combos.back().seed, lm_combos.back().cfg) + "_last" +
+                                      std::to_string(lm.last.back()));
+  // Relative model and passage paths resolve against the repository from any directory.
+  EXPECT_TRUE(std::filesystem::exists(lm.base.model + "/config.json")) << lm.base.model;
+}
+
+TEST(SweepSpec, LastMustFitTheDecodeSteps) {
+  EXPECT_NE(expect_rejected("steps = 10\n[grid]\nlast = [11]\n").find("'grid.last'"), std::string::npos);
+  EXPECT_NE(expect_rejected("[grid]\nlast = [-2]\n").find("'grid.last'"), std::string::npos);
 }
 
 TEST(SweepSpec, RejectsUnknownKeysAndBadValuesNamingTheKey) {

@@ -132,6 +132,80 @@ TEST(Lockstep, SparseMisalignmentGrowsWhileResaStaysBounded) {
   for (int s = 0; s < f - 1; ++s) EXPECT_EQ(resa[s], sparse[s]) << "step " << s << ": identical until the first rectification";
 }
 
+// The language-modelling protocol's runs: a run that decodes only its last x steps follows dense
+// before (every metric zero, dense's logits) and from then on is bit-identical to the same run
+// started from a dense prefill of the first P + S - x tokens.
+TEST(Lockstep, RunFollowingDenseThenForkedEqualsARunFromALongerPrefill) {
+  const Qwen2Model& m = tiny();
+  ScheduleConfig sc;
+  sc.arith = DotArithmetic::FmaChain;
+  const int P = 70, S = 40, x = 15, V = m.config().vocab_size;
+  const auto tokens = random_tokens(P + S + 1, V, 9);
+  RunSpec sparse{"sparse", DecodeMode::Resa, cfg({1, 4}, 0)}, resa{"resa", DecodeMode::Resa, cfg({1, 4}, 4)};
+  sparse.start = resa.start = P + S - x;
+  Lockstep<bf16> late(m, {sparse, resa}, P + S, sc);
+  late.prefill(std::vector<int32_t>(tokens.begin(), tokens.begin() + P));
+  sparse.start = resa.start = 0;
+  Lockstep<bf16> early(m, {sparse, resa}, P + S, sc);
+  early.prefill(std::vector<int32_t>(tokens.begin(), tokens.begin() + (P + S - x)));
+  for (int s = 0; s < S; ++s) {
+    const int32_t tok = tokens[static_cast<size_t>(P + s)], target = tokens[static_cast<size_t>(P + s + 1)];
+    late.step(tok);
+    const bool before = s < S - x;
+    if (!before) early.step(tok);
+    for (int r = 1; r <= 2; ++r) {
+      SCOPED_TRACE("step " + std::to_string(s) + " run " + std::to_string(r));
+      EXPECT_EQ(late.follows_dense(r), before);
+      const StepMetrics ml = analysis::step_metrics(late, r, tok, target);
+      if (before) {
+        EXPECT_EQ(late.observation(r).logits, late.observation(0).logits);
+        EXPECT_TRUE(all_zero(ml.k_err) && all_zero(ml.v_err) && all_zero(ml.attn_err) && ml.kl == 0.0);
+        continue;
+      }
+      const StepMetrics me = analysis::step_metrics(early, r, tok, target);
+      EXPECT_EQ(late.observation(r).logits, early.observation(r).logits);
+      EXPECT_EQ(ml.k_err, me.k_err);
+      EXPECT_EQ(ml.recall, me.recall);
+      EXPECT_EQ(ml.top_mass, me.top_mass);
+      EXPECT_EQ(ml.nll, me.nll);
+      EXPECT_EQ(ml.top3_hit, me.top3_hit);
+      EXPECT_EQ(late.observation(r).report.rectified, early.observation(r).report.rectified);
+    }
+  }
+  // A start inside the prompt or beyond the cache is refused, naming the run.
+  sparse.start = 10;
+  Lockstep<bf16> bad(m, {sparse}, P + S, sc);
+  try {
+    bad.prefill(std::vector<int32_t>(tokens.begin(), tokens.begin() + P));
+    ADD_FAILURE() << "start inside the prompt accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("run sparse starts at position 10"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Metrics, TopBlockMassOfKnownWeights) {
+  // 10 blocks of 16: uniform weights put exactly 1/10 of the mass in the top block.
+  EXPECT_DOUBLE_EQ(top_block_mass(std::vector<double>(160, 1.0), 160, 16), 0.1);
+  // All mass in one position: the top block holds all of it.
+  std::vector<double> w(160, 0.0);
+  w[77] = 3.0;
+  EXPECT_DOUBLE_EQ(top_block_mass(w, 160, 16), 1.0);
+  // 11 blocks (the last one partial): the top ceil(1.1) = 2 blocks; blocks 0 and 10 carry 2 and 1.
+  std::vector<double> v(161, 0.0);
+  v[0] = 2.0, v[160] = 1.0, v[40] = 0.5;
+  EXPECT_DOUBLE_EQ(top_block_mass(v, 161, 16), 3.0 / 3.5);
+  EXPECT_THROW(top_block_mass(v, 200, 16), InvalidArgument);  // fewer weights than positions
+}
+
+TEST(Metrics, TopKHitCountsTiesForTheTargetAndNeverNaN) {
+  const std::vector<float> l{5, 4, 4, 4, 1, std::nanf("")};
+  EXPECT_TRUE(analysis::in_top_k(l.data(), 6, 0, 1));
+  EXPECT_FALSE(analysis::in_top_k(l.data(), 6, 1, 1));
+  EXPECT_TRUE(analysis::in_top_k(l.data(), 6, 3, 2));  // tied with two others: only one is larger
+  EXPECT_FALSE(analysis::in_top_k(l.data(), 6, 4, 3));
+  EXPECT_FALSE(analysis::in_top_k(l.data(), 6, 5, 6));  // a NaN logit is never a hit
+}
+
 TEST(Metrics, ZeroForIdenticalInputsAndCorrectOtherwise) {
   const std::vector<float> a{1, 2, 3}, b{1, 2, 3.5f};
   EXPECT_EQ(analysis::relative_error(a.data(), a.data(), 3), 0.0);

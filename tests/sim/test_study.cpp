@@ -82,6 +82,11 @@ TEST(Study, WritesTheDocumentedLayoutAndReadsItBack) {
     EXPECT_EQ(r.series(run, "attn_err").dims, (std::vector<uint64_t>{40, 4, 4}));
     EXPECT_EQ(r.series(run, "hidden_err").dims, (std::vector<uint64_t>{40, 4}));
     EXPECT_EQ(r.series(run, "step").values.back(), 39.0);
+    const RunSeries mass = r.series(run, "top_block_mass"), top3 = r.series(run, "top3_hit");
+    EXPECT_EQ(mass.dims, (std::vector<uint64_t>{40, 4, 4}));
+    EXPECT_EQ(top3.dims, (std::vector<uint64_t>{40}));
+    for (double x : mass.values) EXPECT_TRUE(x > 0.0 && x <= 1.0 + 1e-12) << x;  // a share of the mass
+    for (double x : top3.values) EXPECT_TRUE(x == 0.0 || x == 1.0);
   }
   const RunSeries rect = r.series("resa_f8", "rectified"), k = r.series("resa_f8", "k_err");
   int n_rect = 0;
