@@ -15,6 +15,7 @@ namespace resa::cuda {
 namespace {
 
 constexpr int kSelectThreads = 1024;
+static_assert(kSelectThreads >= 256 && kSelectThreads % 32 == 0, "topk_kernel scans 256 radix bins, one per thread");
 
 template <class T>
 __global__ void descriptors_refresh_kernel(const DeviceKv<T> kv, const DeviceDescriptors<T> desc,
@@ -166,31 +167,45 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   const int n_forced = (M - local_begin) + max(0, min(sink_end, local_begin));
   const int K = static_cast<int>(max(n_sel, static_cast<long long>(n_forced)));
 
-  // Radix select of the K-th largest key (keys are distinct), 8 bits at a time from the top.
+  // Radix select of the K-th largest key (keys are distinct), 8 bits at a time from the top. Each
+  // pass picks the highest bin whose count, added to the counts of the bins above it, reaches the
+  // keys still to place: threads 0..255 take bins 255..0, an inclusive scan of their counts gives
+  // each bin's "above + count", and the one thread where it first reaches `remaining` writes the
+  // new prefix (the same bin a serial walk from bin 255 down stops at).
   if (threadIdx.x == 0) {
     prefix_s = 0ull;
     remaining_s = K;
   }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   unsigned long long mask = 0ull;
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0u;
     __syncthreads();
     const unsigned long long prefix = prefix_s;
+    const int remaining = remaining_s;
     for (int i = threadIdx.x; i < M; i += blockDim.x) {
       const unsigned long long key = keys[i];
       if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int above = 0;
-      for (int bin = 255; bin >= 0; --bin) {
-        const int c = static_cast<int>(hist[bin]);
-        if (above + c >= remaining_s) {
-          prefix_s = prefix | (static_cast<unsigned long long>(bin) << shift);
-          remaining_s -= above;
-          break;
-        }
-        above += c;
+    int count = 0, upto = 0;  // this thread's bin 255 - tid: its count, and the counts of bins >= it
+    if (threadIdx.x < 256) {
+      count = static_cast<int>(hist[255 - threadIdx.x]);
+      upto = count;
+#pragma unroll
+      for (int o = 1; o < 32; o *= 2) {
+        const int y = __shfl_up_sync(0xffffffffu, upto, o);
+        if (lane >= o) upto += y;
+      }
+      if (lane == 31) warp_sums[warp] = upto;
+    }
+    __syncthreads();
+    if (threadIdx.x < 256) {
+      for (int w = 0; w < warp; ++w) upto += warp_sums[w];
+      const int above = upto - count;
+      if (above < remaining && upto >= remaining) {
+        prefix_s = prefix | (static_cast<unsigned long long>(255 - threadIdx.x) << shift);
+        remaining_s = remaining - above;
       }
     }
     mask |= 255ull << shift;
