@@ -206,6 +206,16 @@ n_min = [0]
   const auto rows = run_sweep(SweepSpec::parse(spec, "cost.toml"), o);
   const auto read = read_sweep(o.output);
   ASSERT_EQ(read.size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {  // the file's table holds every column (resa report reads it)
+    EXPECT_EQ(read[i].key, rows[i].key);
+    EXPECT_EQ(read[i].last, rows[i].last);
+    EXPECT_EQ(read[i].top1_agreement, rows[i].top1_agreement);
+    EXPECT_EQ(read[i].nll_delta, rows[i].nll_delta);
+    EXPECT_EQ(read[i].recall_mean, rows[i].recall_mean);
+    EXPECT_EQ(read[i].bytes_rel, rows[i].bytes_rel);
+    EXPECT_EQ(read[i].cost_model, rows[i].cost_model);
+    EXPECT_EQ(read[i].k_err_peak, rows[i].k_err_peak);
+  }
   int checked = 0;
   for (const SweepRow& r : rows) {
     if (r.mode == "dense") {
