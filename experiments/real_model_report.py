@@ -287,12 +287,16 @@ def sec_lm(sw, path, out):
     L += [f"NLL in bits over the final {FINAL} steps: dense, and each mode's ΔNLL vs dense:", ""]
     L += table(["x", "dense (bits)"] + [f"Δ {name(m)}" for m in modes], rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+
+    def bars(errs):  # no error bars with a single seed (every SE is nan)
+        return errs if any(np.isfinite(e) for e in errs) else None
+
     for m in modes:
         xm = [x for x in xs if get(m, x)]
         if has_t3:
-            axes[0].errorbar(xm, [get(m, x)["t3_m"] for x in xm], [get(m, x)["t3_se"] for x in xm],
+            axes[0].errorbar(xm, [get(m, x)["t3_m"] for x in xm], bars([get(m, x)["t3_se"] for x in xm]),
                              marker="o", capsize=3, label=name(m))
-        axes[1].errorbar(xm, [get(m, x)["nll_diff"] for x in xm], [get(m, x)["nll_se"] for x in xm],
+        axes[1].errorbar(xm, [get(m, x)["nll_diff"] for x in xm], bars([get(m, x)["nll_se"] for x in xm]),
                          marker="o", capsize=3, label=name(m))
     if has_t3:
         axes[0].axhline(mean([first(x, "t3_dm") for x in xs]), color="k", ls="--", lw=1, label="dense")

@@ -5,12 +5,10 @@
 #include <stdexcept>
 
 #include "resa/numerics.h"
+#include "resa_git_commit.h"  // RESA_GIT_COMMIT, written at build time by cmake/git_commit.cmake
 
 #ifndef RESA_VERSION
 #define RESA_VERSION "0.0.0"
-#endif
-#ifndef RESA_GIT_COMMIT
-#define RESA_GIT_COMMIT "unknown"
 #endif
 
 namespace resa {

@@ -55,7 +55,7 @@ std::string expect_rejected(const std::string& text) {
 }
 
 TEST(SweepSpec, ParsesTheShippedSpecs) {
-  for (const char* name : {"default", "paper", "real-nll", "real-lm"}) {
+  for (const char* name : {"default", "paper", "real-nll", "real-lm", "real-nll-f1"}) {
     const SweepSpec s = SweepSpec::parse_file(std::string(RESA_SOURCE_DIR) + "/experiments/specs/" + name + ".toml");
     EXPECT_EQ(s.name, name);
     EXPECT_FALSE(expand(s).empty());
