@@ -207,24 +207,24 @@ std::vector<Combination> expand(const SweepSpec& spec) {
             for (int n_sink : spec.n_sink)
               for (int f : spec.f)
                 for (int last : spec.last) {
-                Combination c;
-                c.last = last;
-                c.seed = seed;
-                c.cfg.block_size = b;
-                c.cfg.ratio = r;
-                c.cfg.n_min = n_min;
-                c.cfg.n_local = n_local;
-                c.cfg.n_sink = n_sink;
-                c.cfg.rectify_every = f;
-                c.key = combination_key(seed, c.cfg, last);
-                if (c.key.size() > analysis::kMaxRunName)
-                  throw InvalidArgument("sweep '" + spec.name + "': combination key " + c.key + " is longer than " +
-                                        std::to_string(analysis::kMaxRunName) + " characters (use smaller seeds)");
-                if (!keys.insert(c.key).second)
-                  throw InvalidArgument("sweep '" + spec.name + "': combination " + c.key +
-                                        " appears twice (a value is repeated in a [grid] list or seeds)");
-                out.push_back(c);
-              }
+                  Combination c;
+                  c.last = last;
+                  c.seed = seed;
+                  c.cfg.block_size = b;
+                  c.cfg.ratio = r;
+                  c.cfg.n_min = n_min;
+                  c.cfg.n_local = n_local;
+                  c.cfg.n_sink = n_sink;
+                  c.cfg.rectify_every = f;
+                  c.key = combination_key(seed, c.cfg, last);
+                  if (c.key.size() > analysis::kMaxRunName)
+                    throw InvalidArgument("sweep '" + spec.name + "': combination key " + c.key + " is longer than " +
+                                          std::to_string(analysis::kMaxRunName) + " characters (use smaller seeds)");
+                  if (!keys.insert(c.key).second)
+                    throw InvalidArgument("sweep '" + spec.name + "': combination " + c.key +
+                                          " appears twice (a value is repeated in a [grid] list or seeds)");
+                  out.push_back(c);
+                }
   return out;
 }
 
