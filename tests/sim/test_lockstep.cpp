@@ -195,6 +195,10 @@ TEST(Metrics, TopBlockMassOfKnownWeights) {
   v[0] = 2.0, v[160] = 1.0, v[40] = 0.5;
   EXPECT_DOUBLE_EQ(top_block_mass(v, 161, 16), 3.0 / 3.5);
   EXPECT_THROW(top_block_mass(v, 200, 16), InvalidArgument);  // fewer weights than positions
+  // 30 blocks: exactly 3 of them (exact integers, no float rounding of 0.1 * 30).
+  std::vector<double> u(480, 0.0);
+  for (int blk = 0; blk < 4; ++blk) u[static_cast<size_t>(blk) * 16] = 1.0;
+  EXPECT_DOUBLE_EQ(top_block_mass(u, 480, 16), 0.75);
 }
 
 TEST(Metrics, TopKHitCountsTiesForTheTargetAndNeverNaN) {
