@@ -191,9 +191,33 @@ TEST(Qwen2, BadCheckpointsAreReportedByFileAndTensor) {
   EXPECT_THROW(load_hf_checkpoint((dir / "absent").string()), InvalidArgument);
 }
 
+// A checkpoint folder against logits that transformers computed in float64 (eager attention) from
+// the same bf16 weights, stored as logits_fp64 [n][vocab] in `logits_file`: our plain fp64 forward
+// within fp32 rounding of theirs, the simulator's fp16/bf16-KV forward within the derived
+// tolerance. Returns the reference logits.
+std::vector<double> check_against_transformers(const fs::path& dir, const std::shared_ptr<Qwen2Weights>& w,
+                                               const std::vector<int32_t>& tokens, const fs::path& logits_file) {
+  const Qwen2Model m(w);
+  const SafetensorsFile ref_file = SafetensorsFile::open(logits_file.string());
+  const auto ref32 = ref_file.read_f32("logits_fp64",
+                                       {static_cast<int64_t>(tokens.size()), static_cast<int64_t>(w->cfg.vocab_size)});
+  const std::vector<double> ref(ref32.begin(), ref32.end());
+  const auto ours64 = reference_logits_fp64(*w, tokens);
+  double worst64 = 0, mx = 0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    worst64 = std::max(worst64, std::fabs(ours64[i] - ref[i])), mx = std::max(mx, std::fabs(ref[i]));
+  EXPECT_LE(worst64, 1e-5 * (mx + 1)) << "plain fp64 forward vs transformers fp64 (fp32-rounded reference)";
+  const Check f16 = compare(model_logits<fp16>(m, tokens), ref, 1.0 / 2048, w->cfg.num_hidden_layers);
+  const Check b16 = compare(model_logits<bf16>(m, tokens), ref, 1.0 / 256, w->cfg.num_hidden_layers);
+  std::printf("%s: fp64 forward vs transformers %.3g (limit %.3g); fp16 KV %.3g (tol %.3g); bf16 KV %.3g (tol %.3g)\n",
+              dir.string().c_str(), worst64, 1e-5 * (mx + 1), f16.worst, f16.tol, b16.worst, b16.tol);
+  EXPECT_LE(f16.worst, f16.tol) << "fp16 KV: worst " << f16.worst << " at " << f16.at;
+  EXPECT_LE(b16.worst, b16.tol) << "bf16 KV: worst " << b16.worst << " at " << b16.at;
+  return ref;
+}
+
 // The transformers fixture (scripts/make_qwen2_fixture.py): per variant folder, config.json,
-// model.safetensors (bf16 weights), input_ids.txt and reference_logits.safetensors holding
-// logits_fp64 [n][vocab] computed by Qwen2ForCausalLM in float64 (eager attention).
+// model.safetensors (bf16 weights), input_ids.txt and reference_logits.safetensors.
 TEST(Qwen2, MatchesTransformersFixture) {
   const fs::path root = RESA_QWEN2_FIXTURE_DIR;
   if (!fs::exists(root / "config.json"))
@@ -205,33 +229,15 @@ TEST(Qwen2, MatchesTransformersFixture) {
     ++variants;
     SCOPED_TRACE(dir.string());
     auto w = std::make_shared<Qwen2Weights>(load_hf_checkpoint(dir.string()));
-    const Qwen2Model m(w);
-    const auto tokens = read_token_ids((dir / "input_ids.txt").string(), w->cfg.vocab_size);
-    const SafetensorsFile ref_file = SafetensorsFile::open((dir / "reference_logits.safetensors").string());
-    const auto ref32 = ref_file.read_f32("logits_fp64",
-                                         {static_cast<int64_t>(tokens.size()), static_cast<int64_t>(w->cfg.vocab_size)});
-    const std::vector<double> ref(ref32.begin(), ref32.end());
-    // The fixture's own fp64 forward must agree with ours in fp64 (same weights, same math).
-    const auto ours64 = reference_logits_fp64(*w, tokens);
-    double worst64 = 0, mx = 0;
-    for (size_t i = 0; i < ref.size(); ++i) worst64 = std::max(worst64, std::fabs(ours64[i] - ref[i])), mx = std::max(mx, std::fabs(ref[i]));
-    EXPECT_LE(worst64, 1e-5 * (mx + 1)) << "plain fp64 forward vs transformers fp64 (fp32-rounded reference)";
-    const Check f16 = compare(model_logits<fp16>(m, tokens), ref, 1.0 / 2048, w->cfg.num_hidden_layers);
-    const Check b16 = compare(model_logits<bf16>(m, tokens), ref, 1.0 / 256, w->cfg.num_hidden_layers);
-    std::printf("%s: fp64 forward vs transformers %.3g (limit %.3g); fp16 KV %.3g (tol %.3g); bf16 KV %.3g (tol %.3g)\n",
-                dir.string().c_str(), worst64, 1e-5 * (mx + 1), f16.worst, f16.tol, b16.worst, b16.tol);
-    EXPECT_LE(f16.worst, f16.tol) << "fp16 KV: worst " << f16.worst << " at " << f16.at;
-    EXPECT_LE(b16.worst, b16.tol) << "bf16 KV: worst " << b16.worst << " at " << b16.at;
+    check_against_transformers(dir, w, read_token_ids((dir / "input_ids.txt").string(), w->cfg.vocab_size),
+                               dir / "reference_logits.safetensors");
   }
   EXPECT_GT(variants, 0);
 }
 
 // The project's own trained model (models/resa-byte-qwen2, scripts/train_model.py): loaded with no
-// conversion, its logits on the first 512 bytes of a held-out document agree with the logits that
-// transformers computed in float64 (eager attention) from the same bf16 checkpoint, recorded by
-// the training script in reference_logits.safetensors. The same checks as the fixture: our fp64
-// forward within fp32 rounding of theirs, the simulator's fp16/bf16-KV forward within the derived
-// tolerance.
+// conversion, checked as the fixture on the first 512 bytes of a held-out document, with the
+// logits the training script recorded from transformers.
 TEST(Qwen2, ProjectModelMatchesTransformers) {
   const fs::path dir = RESA_PROJECT_MODEL_DIR;
   ASSERT_TRUE(fs::exists(dir / "model.safetensors")) << dir.string() << " is part of the repository";
@@ -241,23 +247,9 @@ TEST(Qwen2, ProjectModelMatchesTransformers) {
   EXPECT_EQ(c.head_dim, 64);
   EXPECT_GE(c.num_attention_heads / c.num_key_value_heads, 4);
   EXPECT_TRUE(c.tie_word_embeddings);
-  const Qwen2Model m(w);
   const auto tokens = read_token_ids((dir / "reference_input_ids.txt").string(), c.vocab_size);
   ASSERT_EQ(tokens.size(), 512u);
-  const SafetensorsFile ref_file = SafetensorsFile::open((dir / "reference_logits.safetensors").string());
-  const auto ref32 = ref_file.read_f32("logits_fp64", {static_cast<int64_t>(tokens.size()), c.vocab_size});
-  const std::vector<double> ref(ref32.begin(), ref32.end());
-  const auto ours64 = reference_logits_fp64(*w, tokens);
-  double worst64 = 0, mx = 0;
-  for (size_t i = 0; i < ref.size(); ++i)
-    worst64 = std::max(worst64, std::fabs(ours64[i] - ref[i])), mx = std::max(mx, std::fabs(ref[i]));
-  EXPECT_LE(worst64, 1e-5 * (mx + 1)) << "plain fp64 forward vs transformers fp64 (fp32-rounded reference)";
-  const Check f16 = compare(model_logits<fp16>(m, tokens), ref, 1.0 / 2048, c.num_hidden_layers);
-  const Check b16 = compare(model_logits<bf16>(m, tokens), ref, 1.0 / 256, c.num_hidden_layers);
-  std::printf("project model: fp64 forward vs transformers %.3g (limit %.3g); fp16 KV %.3g (tol %.3g); "
-              "bf16 KV %.3g (tol %.3g)\n", worst64, 1e-5 * (mx + 1), f16.worst, f16.tol, b16.worst, b16.tol);
-  EXPECT_LE(f16.worst, f16.tol) << "fp16 KV: worst " << f16.worst << " at " << f16.at;
-  EXPECT_LE(b16.worst, b16.tol) << "bf16 KV: worst " << b16.worst << " at " << b16.at;
+  const std::vector<double> ref = check_against_transformers(dir, w, tokens, dir / "reference_logits.safetensors");
   // A trained model, not noise: the greedy next byte is right most of the time on this text.
   int hits = 0;
   for (size_t t = 0; t + 1 < tokens.size(); ++t) {
