@@ -4,6 +4,7 @@
 // Tested by tests/experiments/ (cli_sweep_* cases).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -28,7 +29,14 @@ std::string resolve_spec(const std::string& arg) {
   if (fs::exists(arg)) return arg;
   const std::string shipped = std::string(RESA_SOURCE_DIR) + "/experiments/specs/" + arg + ".toml";
   if (arg.find('/') == std::string::npos && fs::exists(shipped)) return shipped;
-  throw InvalidArgument("sweep spec '" + arg + "': no such file, and no shipped spec of that name (shipped: default, paper)");
+  std::vector<std::string> names;  // the shipped specs, as they are on disk
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(std::string(RESA_SOURCE_DIR) + "/experiments/specs", ec))
+    if (e.path().extension() == ".toml") names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  throw InvalidArgument("sweep spec '" + arg + "': no such file, and no shipped spec of that name (shipped: " + list + ")");
 }
 
 void print_reports(const std::string& file, const std::vector<experiments::SweepRow>& rows) {

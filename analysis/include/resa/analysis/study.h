@@ -8,11 +8,11 @@
 //   /runs/<name>/           attributes: mode, sparse, b, ratio, n_min, n_local, n_sink, f,
 //                           complete (0/1), summary numbers; datasets, step axis first:
 //       step [S], layer [NL], head [Hq], kv_head [Hkv]    dimension scales (xarray dims)
-//       position, token, target [step]; kl, nll [step]; top1_agree, rectified [step]
-//       k_err, v_err, k_new_err, v_new_err, selected_blocks [step][layer][kv_head]
 //       position, token, target [step]; kl, nll [step]; top1_agree, top3_hit, rectified [step]
+//       k_err, v_err, k_new_err, v_new_err, selected_blocks [step][layer][kv_head]
 //       attn_err, recall, top_block_mass [step][layer][head]; hidden_err, bytes_read [step][layer]
-//                           (attribute start: position from which the run decodes on its own)
+//                           (attributes start / last: the position from which the run decodes on
+//                           its own and the number of steps it decodes so; 0 = every step)
 //
 // Runs are computed in passes (dense is recomputed in each pass: it is deterministic). A run's
 // `complete` flag is set only after all its data and summary are written and flushed; the root
