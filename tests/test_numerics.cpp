@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "resa/fp_env.h"
 #include "resa/numerics.h"
@@ -112,6 +113,31 @@ TEST(Exp2, WithinTwoUlpOfLibmOverTheDomain) {
     const double want = std::exp2(static_cast<double>(x));
     ASSERT_LE(std::fabs(exp2_shared(x) - want), 2 * std::ldexp(1.0, std::ilogb(want) - 23)) << x;
   }
+}
+
+// exp2_shared finds n = rint(x) with one add of 1.5 * 2^23 instead of a round and a conversion
+// (cheaper on the GPU); the earlier formulation is kept here to show the bits did not move: every
+// half-integer tie, the floats next to each integer and tie, and a dense sweep of the domain.
+TEST(Exp2, SameBitsAsTheRoundAndConvertFormulation) {
+  auto by_rint = [](float x) {
+    if (std::isnan(x)) return canonical_nan();
+    if (x >= 128.0f) return pos_inf();
+    if (x < -125.0f) return 0.0f;
+    const float n = std::nearbyint(x);
+    const float r = sub_rn(x, n);
+    float p = 1.5252733804059840e-05f;
+    for (float c : {1.5403530393381608e-04f, 1.3333558146428443e-03f, 9.6181291076284772e-03f,
+                    5.5504108664821580e-02f, 2.4022650695910071e-01f, 6.9314718055994531e-01f, 1.0f})
+      p = fma_rn(p, r, c);
+    return f32_from_bits(static_cast<uint32_t>(static_cast<int32_t>(f32_bits(p)) + static_cast<int32_t>(n) * (1 << 23)));
+  };
+  std::vector<float> xs;
+  for (int k = -126; k <= 128; ++k)
+    for (float base : {static_cast<float>(k), k + 0.5f})
+      for (float x : {std::nextafter(base, -1000.0f), base, std::nextafter(base, 1000.0f)}) xs.push_back(x);
+  for (float x = -125.5f; x < 128.5f; x = std::nextafter(x, 200.0f) + 0x1p-13f) xs.push_back(x);
+  ASSERT_GT(xs.size(), 2000000u);
+  for (float x : xs) ASSERT_EQ(bits(exp2_shared(x)), bits(by_rint(x))) << "x = " << x;
 }
 
 TEST(Exp2, SpecialValuesAndDomainEdges) {

@@ -97,15 +97,6 @@ RESA_HD float div_rn(float a, float b) {
   return a / b;
 #endif
 }
-// Round to the nearest integer, ties to even (an exact operation on both sides).
-RESA_HD float round_to_int_rn(float x) {
-#if defined(__CUDA_ARCH__)
-  return rintf(x);
-#else
-  return std::nearbyint(x);
-#endif
-}
-
 // Max that propagates NaN (as canonical NaN) and orders -0 below +0, so the result does not depend
 // on the order of its arguments. Used for descriptors (min/max of keys) and score maxima.
 RESA_HD float max_total(float a, float b) {
@@ -155,10 +146,10 @@ struct fp16 {
 };
 
 RESA_HD uint16_t f32_to_bf16_bits(float x) {
-  uint32_t u = f32_bits(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return kCanonicalNanBf16;
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even; overflow carries into Inf
-  return static_cast<uint16_t>(u >> 16);
+  const uint32_t u = f32_bits(x);
+  // Round to nearest, ties to even; overflow carries into Inf. A select, not a branch, for NaN.
+  const uint16_t rounded = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  return (u & 0x7fffffffu) > 0x7f800000u ? kCanonicalNanBf16 : rounded;
 }
 RESA_HD float bf16_bits_to_f32(uint16_t h) { return f32_from_bits(static_cast<uint32_t>(h) << 16); }
 
@@ -232,11 +223,18 @@ RESA_HD float round_through(float x) {
 // dropped, so no subnormal is ever produced); otherwise a normal number within 2 ulp of 2^x.
 // Method: n = rint(x), r = x - n in [-1/2, 1/2] (exact), 2^r by the degree-7 Taylor polynomial of
 // e^(r ln 2) in Horner form (truncation error < 5e-9), then n is added to the exponent field.
+// rint is one add of 1.5 * 2^23: for |x| < 2^22 the sum lies in [2^23, 2^24), where the ulp is 1,
+// so round-to-nearest-even leaves exactly 1.5 * 2^23 + rint(x) (1.5 * 2^23 is even), and n is the
+// difference of the bit patterns. Plain fp32 adds and integer ops: no conversion instruction, which
+// on the GPU runs at a fraction of the FMA rate.
+// The polynomial path runs for every x and the domain cases are selected at the end, so the GPU
+// code has no branches and the many exps of one thread interleave (with early returns each exp
+// was its own basic block, issued one dependent FMA at a time). Outside the domain the path's
+// intermediates are discarded; they involve only IEEE arithmetic and unsigned integer wrap.
 RESA_HD float exp2_shared(float x) {
-  if (is_nan(x)) return canonical_nan();
-  if (x >= 128.0f) return pos_inf();
-  if (x < -125.0f) return 0.0f;
-  const float n = round_to_int_rn(x);
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+  const float shifted = add_rn(x, kRoundMagic);
+  const float n = sub_rn(shifted, kRoundMagic);
   const float r = sub_rn(x, n);
   float p = 1.5252733804059840e-05f;
   p = fma_rn(p, r, 1.5403530393381608e-04f);
@@ -246,10 +244,13 @@ RESA_HD float exp2_shared(float x) {
   p = fma_rn(p, r, 2.4022650695910071e-01f);
   p = fma_rn(p, r, 6.9314718055994531e-01f);
   p = fma_rn(p, r, 1.0f);
-  // p in [0.7071, 1.4143]; n in [-125, 128]; the biased exponent stays in [1, 254] (for n = 128,
-  // r < 0 so p < 1).
-  const int32_t ni = static_cast<int32_t>(n);
-  return f32_from_bits(static_cast<uint32_t>(static_cast<int32_t>(f32_bits(p)) + ni * (1 << 23)));
+  // In the domain: p in [0.7071, 1.4143]; n in [-125, 128]; the biased exponent stays in [1, 254]
+  // (for n = 128, r < 0 so p < 1).
+  const uint32_t ni = f32_bits(shifted) - f32_bits(kRoundMagic);  // n modulo 2^32
+  float y = f32_from_bits(f32_bits(p) + (ni << 23));
+  y = x < -125.0f ? 0.0f : y;
+  y = x >= 128.0f ? pos_inf() : y;
+  return is_nan(x) ? canonical_nan() : y;
 }
 
 // The softmax scale folded with log2(e) into one fp32 constant: t = s * scale_log2 is the logit in
