@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu_validate.sh — the one build-and-validate script for the GPU machine (device tool).
 # Builds with CUDA (sm_90a), then runs the requested stages and writes logs under $OUT (or ./gpu-out):
+#   probe     cuda/lab probes: the mma.sync accumulation model and wgmma = mma.sync per k16 step
+#                                                                            -> probe.log
 #   tests     the gpu-labelled GoogleTest cases (the CPU suite runs in CI)   -> tests.log
 #   verify    `resa verify` full validation matrix                           -> verify.log
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
@@ -11,13 +13,13 @@
 #             data/corpus from scripts/prepare_corpus.py, carried; run it alone: its 6 model files
 #             and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
-# Usage: bash scripts/gpu_validate.sh tests verify sanitize bench record
+# Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(tests verify sanitize bench record)
+[ ${#stages[@]} -eq 0 ] && stages=(probe tests verify sanitize bench record)
 export PATH=/usr/local/cuda/bin:$PATH
 build=build/gpu
 start=$(date +%s)
@@ -31,13 +33,16 @@ start=$(date +%s)
 mkdir -p $build
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
   >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
-cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu >"$build/build.log" 2>&1 ||
+cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu tc_probe wgmma_probe >"$build/build.log" 2>&1 ||
   { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
 echo "build: ok ($(( $(date +%s) - start )) s)"
 
 rc=0
 for s in "${stages[@]}"; do
   case $s in
+    probe)
+      { $build/cuda/tc_probe && $build/cuda/wgmma_probe; } >"$OUT/probe.log" 2>&1 || rc=1
+      tail -8 "$OUT/probe.log" ;;
     tests)
       (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1 || rc=1
       grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15 ;;

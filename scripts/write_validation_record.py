@@ -38,6 +38,10 @@ def main():
            "Produced by `scripts/gpu_validate.sh` on the device machine; this file by "
            "`scripts/write_validation_record.py`. Raw logs: `" + name + "/`.", "", "## Machine", "```",
            machine.strip(), "```", ""]
+    probe = read(args.dirs, "probe.log")
+    if probe:
+        keep = [l for l in probe.splitlines() if re.search(r"matches|differ|probe on|outputs", l)]
+        out += ["## Tensor-core probes (`cuda/lab/tc_probe.cu`, `cuda/lab/wgmma_probe.cu`)", "```", *keep, "```", ""]
     tests = read(args.dirs, "tests.log")
     if tests:
         summary = [l for l in tests.splitlines() if re.search(r"tests passed|tests failed|Total Test time", l)]

@@ -1,23 +1,24 @@
-// cuda/src/attention.cu — dense decode, chunked causal and block-sparse attention in one kernel
-// pair that implements resa::Schedule exactly (reference/src/attention.cpp is the spec):
+// cuda/src/attention.cu — dense decode, chunked causal and block-sparse attention: kernels that
+// implement resa::Schedule exactly (reference/src/attention.cpp is the spec):
 //
-//   attention_split_kernel  grid (split, KV head, sequence); one CTA reduces one split of the
-//     KV list for all query rows of that KV head, in passes of one 16-row MMA tile per warp. K/V
-//     tiles of 64 keys are staged in shared memory by cp.async (two stages); scores are chains of
-//     m16n8k16 MMAs over d in k16 steps; the online softmax uses the shared exp2; P (rounded to
-//     the KV dtype) times V and times a ones column (the row sum l) are chains over the tile's
-//     four k16 key groups. Rows whose causal limit lies before a tile keep their state exactly.
+//   attention_split_decode_kernel  grid (split, KV head, sequence), for launches whose query rows
+//     fit one 16-row MMA tile (decode, block-sparse decode): one CTA reduces one split of the KV
+//     list in 64-key tiles staged by cp.async (two stages); scores are chains of m16n8k16 MMAs
+//     over d in k16 steps, split across four warps; the online softmax uses the shared exp2; P
+//     (rounded to the KV dtype) times V and times a ones column (the row sum l) are chains over
+//     the tile's four k16 key groups.
+//   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
+//     (rectification, prefill chunks): the same arithmetic with Hopper wgmma, up to 256 rows per
+//     CTA. Rows whose causal limit lies before a tile keep their state exactly.
 //   attention_merge_kernel  grid (row, KV head, sequence); folds a row's split partials left to
 //     right with the shared merge rule and writes acc / l.
-//
-//   attention_split_decode_kernel  the same computation when all rows fit one MMA tile (decode),
-//     with the four warps splitting each key tile's scores and output columns.
 //
 // Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cu.
 #include <algorithm>
 #include <string>
 
 #include "device_common.cuh"
+#include "wgmma.cuh"
 #include "resa_cuda/api.h"
 
 namespace resa::cuda {
@@ -28,17 +29,28 @@ using detail::MmaTraits;
 using detail::mma_16816;
 
 constexpr int kKeyTile = 64;
-constexpr int kMinWarps = 4;
-constexpr int kMaxWarps = 8;
 
+// Decode kernel shared memory: two stages of K and V as padded rows (16 bytes of padding keep
+// ldmatrix rows in distinct banks).
 template <int D>
 constexpr int smem_row() {
-  return D + 8;  // padding of 16 bytes keeps ldmatrix rows in distinct banks
+  return D + 8;
 }
 template <int D>
 constexpr size_t smem_bytes() {
   return 2 /*stages*/ * 2 /*K,V*/ * kKeyTile * smem_row<D>() * sizeof(uint16_t);
 }
+
+// One K/V stage of the wgmma kernel, in the core-matrix layout of wgmma.cuh (its slow path reads
+// it with ldmatrix too): K as [64 keys][D], then V as [64 keys][D + 8] whose last 16-byte chunk
+// holds ones (the row-sum column).
+template <int D>
+struct KvStage {
+  static constexpr int kKChunks = D / 8;
+  static constexpr int kVChunks = D / 8 + 1;
+  static constexpr int kK = kKeyTile * D;
+  static constexpr int kElems = kK + kKeyTile * kVChunks * 8;
+};
 
 // Key count of the longest row of (sequence b, KV head kvh).
 template <class T>
@@ -50,213 +62,262 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
   return (nb - 1) * p.block_size + (L - last * p.block_size);
 }
 
+// The keys one CTA reduces: split `split` of the KV list of (sequence b, KV head kvh), in 64-key
+// tiles, and the cp.async loader of one tile into a KvStage (keys past the split read as zeros).
+// Only integers are kept; the loader takes its pointers from the kernel parameters at each call
+// (constant memory), which keeps registers free in the kernels' main loops.
 template <class T, int D>
-__global__ void __launch_bounds__(kMaxWarps * 32)
-    attention_split_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
-  extern __shared__ __align__(16) uint16_t smem[];
-  constexpr int kRow = smem_row<D>();
-  constexpr int kTileElems = kKeyTile * kRow;
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
-  const int L = p.kv.length[b];
-  const int n_keys = row_keys_max(p, b, kvh, L);
-  const int S = p.schedule.split_len;
-  const int split_begin = split * S;
-  if (split_begin >= n_keys) return;
-  const int split_end = min(split_begin + S, n_keys);
-  const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
-  const bool causal = p.gather == KeyGather::Causal;
+struct SplitKeys {
+  int begin, end, n_tiles, b, kvh;
+  bool causal;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gid = lane / 4, tq = lane % 4;
-  const int nwarps = blockDim.x / 32;
-  const int row_tiles = (rows_per_head + 15) / 16;
-
-  const size_t head_base = (static_cast<size_t>(b) * hkv + kvh) * p.kv.capacity;
-  const uint16_t* kbase = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base * D;
-  const uint16_t* vbase = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base * D;
-  const int32_t* block_list =
-      causal ? nullptr : p.blocks + static_cast<size_t>(b * hkv + kvh) * p.max_selected;
-
-  auto load_tile = [&](int stage, int tile) {
-    uint16_t* ks = smem + stage * 2 * kTileElems;
-    uint16_t* vs = ks + kTileElems;
-    const int t0 = split_begin + tile * kKeyTile;
-    constexpr int kChunks = kKeyTile * D / 8;
-    for (int c = threadIdx.x; c < kChunks; c += blockDim.x) {
-      const int key = c / (D / 8), part = c % (D / 8);
-      const int idx = t0 + key;
-      const bool valid = idx < split_end;
-      int pos = 0;
-      if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
-      const size_t off = static_cast<size_t>(pos) * D + part * 8;
-      detail::cp_async_16(ks + key * kRow + part * 8, kbase + off, valid ? 16 : 0);
-      detail::cp_async_16(vs + key * kRow + part * 8, vbase + off, valid ? 16 : 0);
+  __device__ SplitKeys(const AttentionParams<T>& p, int b_, int kvh_, int n_keys, int split)
+      : begin(split * p.schedule.split_len), end(min(begin + p.schedule.split_len, n_keys)),
+        n_tiles((end - begin + kKeyTile - 1) / kKeyTile), b(b_), kvh(kvh_), causal(p.gather == KeyGather::Causal) {}
+  // Issues tile `tile` into `stage` and commits one cp.async group (an empty one past the last
+  // tile, so wait counts stay uniform). Consecutive threads fill consecutive 16-byte chunks.
+  __device__ void load(const AttentionParams<T>& p, uint16_t* stage, int tile) const {
+    using St = KvStage<D>;
+    if (tile < n_tiles) {
+      const int slot = b * p.kv.n_kv_heads + kvh;
+      const size_t head_base = static_cast<size_t>(slot) * p.kv.capacity * D;
+      const uint16_t* k = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base;
+      const uint16_t* v = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base;
+      const int32_t* block_list = causal ? nullptr : p.blocks + static_cast<size_t>(slot) * p.max_selected;
+      const int t0 = begin + tile * kKeyTile;
+      for (int c = threadIdx.x; c < kKeyTile * St::kKChunks; c += blockDim.x) {
+        const int key = c / (8 * St::kKChunks) * 8 + c % 8, part = c / 8 % St::kKChunks;
+        const int idx = t0 + key;
+        const bool valid = idx < end;
+        int pos = 0;
+        if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
+        const size_t off = static_cast<size_t>(pos) * D + part * 8;
+        detail::cp_async_16(stage + detail::core_offset(key, 8 * part, St::kKChunks), k + off, valid ? 16 : 0);
+        detail::cp_async_16(stage + St::kK + detail::core_offset(key, 8 * part, St::kVChunks), v + off,
+                            valid ? 16 : 0);
+      }
     }
     detail::cp_async_commit();
-  };
+  }
+};
 
-  for (int pass = 0; pass < row_tiles; pass += nwarps) {
-    // Causal: a pass whose last row ends before this split has nothing to do (rows are ordered
-    // by token, so limits grow with the row index).
-    if (causal) {
-      const int last_row = min(rows_per_head, (pass + nwarps) * 16) - 1;
-      if (L - p.n_new + last_row / g + 1 <= split_begin) continue;
-    }
-    const int tile_row0 = (pass + warp) * 16;
-    const bool warp_active = pass + warp < row_tiles;
-    // This thread's two rows (gid and gid + 8 of the warp's tile).
-    int row[2], limit[2];
-    bool row_valid[2];
-    for (int h = 0; h < 2; ++h) {
-      row[h] = tile_row0 + gid + 8 * h;
-      row_valid[h] = warp_active && row[h] < rows_per_head;
-      limit[h] = causal ? (L - p.n_new + (row_valid[h] ? row[h] / g : 0) + 1) : n_keys;
-    }
-    // Q fragments (A operand), zero for padding rows.
-    uint32_t qa[D / 16][4];
-    for (int h = 0; h < 2; ++h) {
-      const uint16_t* qrow = nullptr;
-      if (row_valid[h]) {
-        const int i = row[h] / g, head = kvh * g + row[h] % g;
-        qrow = reinterpret_cast<const uint16_t*>(p.q) +
-               ((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D;
-      }
+// acc0, acc1 (output n-tiles j, j + 1 of one warp's 16 rows) += P · V over the tile's four k16
+// key groups, V read from a KvStage by ldmatrix; rows not `active` (wholly past their causal
+// limit) keep their values exactly.
+template <class T, int D>
+__device__ __forceinline__ void pv_ntile_pair(float (&acc0)[4], float (&acc1)[4], const uint32_t (&pa)[4][4],
+                                              const uint16_t* vs, int j, const bool (&active)[2]) {
+  const int lane = threadIdx.x % 32, mi = lane / 8, r = lane % 8;
+  const float keep0[4] = {acc0[0], acc0[1], acc0[2], acc0[3]};
+  const float keep1[4] = {acc1[0], acc1[1], acc1[2], acc1[3]};
 #pragma unroll
-      for (int u = 0; u < D / 16; ++u) {
-        qa[u][h] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 2 * tq) : 0u;
-        qa[u][h + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 8 + 2 * tq) : 0u;
-      }
-    }
-    float m[2] = {neg_inf(), neg_inf()};
-    float lf[4] = {0.f, 0.f, 0.f, 0.f};
-    float acc[D / 8][4];
+  for (int u = 0; u < 4; ++u) {
+    uint32_t vb[4];
+    detail::ldmatrix_x4_trans(vb, vs + detail::core_offset(16 * u + 8 * (mi % 2) + r, 8 * (j + mi / 2), KvStage<D>::kVChunks));
+    mma_16816<T>(acc0, pa[u], vb[0], vb[1]);
+    mma_16816<T>(acc1, pa[u], vb[2], vb[3]);
+  }
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int h = 0; h < 2; ++h)
+    if (!active[h]) {
+      acc0[2 * h] = keep0[2 * h], acc0[2 * h + 1] = keep0[2 * h + 1];
+      acc1[2 * h] = keep1[2 * h], acc1[2 * h + 1] = keep1[2 * h + 1];
+    }
+}
+// lf (the row sums, m16n8 C fragment) += P · ones over the four key groups, same keep rule.
+template <class T>
+__device__ __forceinline__ void row_sums(float (&lf)[4], const uint32_t (&pa)[4][4], const bool (&active)[2]) {
+  const float keep[4] = {lf[0], lf[1], lf[2], lf[3]};
+#pragma unroll
+  for (int u = 0; u < 4; ++u) mma_16816<T>(lf, pa[u], MmaTraits<T>::kOnePair, MmaTraits<T>::kOnePair);
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+    if (!active[h]) lf[2 * h] = keep[2 * h], lf[2 * h + 1] = keep[2 * h + 1];
+}
 
-    __syncthreads();  // the previous pass is done with shared memory
-    load_tile(0, 0);
-    for (int tile = 0; tile < n_tiles; ++tile) {
-      if (tile + 1 < n_tiles) {
-        load_tile((tile + 1) & 1, tile + 1);
-        detail::cp_async_wait<1>();
-      } else {
-        detail::cp_async_wait<0>();
-      }
-      __syncthreads();
-      const uint16_t* ks = smem + (tile & 1) * 2 * kTileElems;
-      const uint16_t* vs = ks + kTileElems;
-      const int t0 = split_begin + tile * kKeyTile;
-      if (warp_active) {
-        // Scores: 8 n-tiles of 8 keys, each a chain over d in k16 steps.
-        float s[8][4];
+// The workspace slot of one row's partial of one split: acc[D], then (m, l) in a second array.
+struct PartialSlot {
+  float *acc, *ml;
+  template <class T>
+  __device__ PartialSlot(const AttentionParams<T>& p, int D, int b, int kvh, int split, int max_splits,
+                         int rows_per_head, int row) {
+    const int hkv = p.kv.n_kv_heads;
+    const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row;
+    acc = p.workspace + slot * D;
+    ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D + slot * 2;
+  }
+};
+
+// Rectification and chunked prefill: all query rows of a KV head (up to four warpgroups of 64)
+// in one CTA, so each split's K/V is read once. Per 64-key tile each warpgroup computes its
+// 64x64 scores as eight chained wgmma k16 steps (Q and K from shared memory) and P·[V | 1] as
+// four chained 64x(D+8) steps (P from registers; the ones column gives the row sums l), which
+// is per element the arithmetic of mma.sync m16n8k16 chains (cuda/lab/wgmma_probe.cu) and so of
+// the reference's dot16_tensor_core chains. A tile where some row of the warpgroup lies wholly
+// past its causal limit takes the per-warp mma.sync path that keeps those rows' state exactly.
+constexpr int kWgRows = 64;
+constexpr int kMaxWarpgroups = 4;
+constexpr int kStages = 3;  // K/V tiles in flight per CTA
+
+template <int D>
+size_t wgmma_smem_bytes(int warpgroups) {
+  return (kStages * KvStage<D>::kElems + static_cast<size_t>(warpgroups) * kWgRows * D) * sizeof(uint16_t);
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
+    attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups) {
+  using St = KvStage<D>;
+  extern __shared__ __align__(16) uint16_t smem[];
+  uint16_t* stages = smem;                          // kStages x KvStage
+  uint16_t* qs = smem + kStages * St::kElems;       // [warpgroups * 64][D], core-matrix layout
+  const int split = blockIdx.x / row_groups, row_group = blockIdx.x % row_groups;
+  const int kvh = blockIdx.y, b = blockIdx.z;
+  const int g = p.n_q_heads / p.kv.n_kv_heads;
+  const int L = p.kv.length[b];
+  const int n_keys = row_keys_max(p, b, kvh, L);
+  if (split * p.schedule.split_len >= n_keys) return;
+  const SplitKeys<T, D> keys(p, b, kvh, n_keys, split);
+  // Causal limit (keys) of a row; rows are ordered by token, so limits grow with the row.
+  auto limit_of = [&](int r) { return keys.causal ? L - p.n_new + r / g + 1 : n_keys; };
+
+  const int cta_row0 = row_group * kMaxWarpgroups * kWgRows;
+  const int cta_rows = blockDim.x / 128 * kWgRows;
+  if (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) <= keys.begin) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gid = lane / 4, tq = lane % 4;
+  const int wg = warp / 4;
+  const int wg_row0 = cta_row0 + wg * kWgRows;
+  const int wg_rows = min(kWgRows, rows_per_head - wg_row0);  // <= 0 in a last row group's spare warpgroups
+  const int wg_first_limit = limit_of(wg_row0);
+  const bool wg_has_keys = wg_rows > 0 && limit_of(wg_row0 + wg_rows - 1) > keys.begin;
+
+  // Q rows of the CTA (zeros past the last row), in the first cp.async group, and the ones
+  // chunk of every V stage.
+  const uint16_t* qbase = reinterpret_cast<const uint16_t*>(p.q);
+  for (int c = threadIdx.x; c < cta_rows * St::kKChunks; c += blockDim.x) {
+    const int row = c / (8 * St::kKChunks) * 8 + c % 8, part = c / 8 % St::kKChunks;
+    const int r = cta_row0 + row;
+    const bool valid = r < rows_per_head;
+    const size_t off = valid ? ((static_cast<size_t>(b) * p.n_new + r / g) * p.n_q_heads + kvh * g + r % g) * D : 0;
+    detail::cp_async_16(qs + detail::core_offset(row, 8 * part, St::kKChunks), qbase + off + part * 8,
+                        valid ? 16 : 0);
+  }
+  const uint16_t one = static_cast<uint16_t>(detail::MmaTraits<T>::kOnePair & 0xffffu);
+  for (int i = threadIdx.x; i < kStages * kKeyTile * 8; i += blockDim.x) {
+    const int stage = i / (kKeyTile * 8), key = i / 8 % kKeyTile;
+    stages[stage * St::kElems + St::kK + detail::core_offset(key, D + i % 8, St::kVChunks)] = one;
+  }
+  for (int t = 0; t < kStages - 1; ++t) keys.load(p, stages + t * St::kElems, t);
+
+  int row[2], limit[2];
+  bool row_valid[2];
+  for (int h = 0; h < 2; ++h) {
+    row[h] = wg_row0 + (warp % 4) * 16 + gid + 8 * h;
+    row_valid[h] = row[h] < rows_per_head;
+    limit[h] = limit_of(row_valid[h] ? row[h] : 0);
+  }
+  float m[2] = {neg_inf(), neg_inf()};
+  float acc[D / 8 + 1][4];  // output columns, then the row sums l (the ones column)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  for (int j = 0; j <= D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const uint32_t k_sbo = St::kKChunks * 128, v_lbo = St::kVChunks * 128;
+
+  for (int tile = 0; tile < keys.n_tiles; ++tile) {
+    // One barrier per tile: it publishes this tile's stage and also retires the stage read in the
+    // previous iteration, which the load issued right after it refills.
+    detail::cp_async_wait<kStages - 2>();
+    detail::fence_proxy_async();
+    __syncthreads();
+    keys.load(p, stages + (tile + kStages - 1) % kStages * St::kElems, tile + kStages - 1);
+    const uint16_t* ks = stages + tile % kStages * St::kElems;
+    const uint16_t* vs = ks + St::kK;
+    const int t0 = keys.begin + tile * kKeyTile;
+    if (wg_has_keys) {
+      // Scores: 8 n-tiles of 8 keys, each a chain over d in k16 steps.
+      float s[8][4];
 #pragma unroll
-          for (int u = 0; u < D / 16; u += 2) {
-            uint32_t kb[4];
-            const int mi = lane / 8, r = lane % 8;
-            detail::ldmatrix_x4(kb, ks + (8 * j + r) * kRow + 16 * u + 8 * mi);
-            mma_16816<T>(s[j], qa[u], kb[0], kb[1]);
-            mma_16816<T>(s[j], qa[u + 1], kb[2], kb[3]);
+      for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      detail::fence_fragments(s);
+      detail::wgmma_fence();
+#pragma unroll
+      for (int u = 0; u < D / 16; ++u)
+        detail::wgmma_ss_n64<T>(s, detail::wgmma_desc(qs + detail::core_offset(wg * kWgRows, 16 * u, St::kKChunks), 128, k_sbo),
+                                detail::wgmma_desc(ks + detail::core_offset(0, 16 * u, St::kKChunks), 128, k_sbo));
+      detail::wgmma_commit();
+      detail::wgmma_wait_all();
+      detail::fence_fragments(s);
+      // Online softmax per row. Keys at or past a row's limit score -inf; a tile that lies below
+      // every row's limit (all but the last tiles of a causal chunk) skips those compares.
+      const bool unmasked = t0 + kKeyTile <= wg_first_limit;
+      bool active[2];
+      float alpha[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        active[h] = t0 < limit[h];
+        float mx = m[h];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int idx = t0 + 8 * j + 2 * tq + e;
+            const float t = unmasked || idx < limit[h] ? mul_rn(s[j][2 * h + e], p.schedule.scale_log2) : neg_inf();
+            s[j][2 * h + e] = t;
+            mx = max_ignore_nan(mx, t);
           }
+        mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        alpha[h] = softmax_rescale(m[h], mx);
+        m[h] = mx;
+      }
+      // P in the storage dtype as A fragments of the four k16 key groups.
+      uint32_t pa[4][4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)  // keys 16u + 2tq (+8 for half 1)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float* sv = s[2 * u + half];
+            const uint16_t lo = from_float<T>(softmax_prob(sv[2 * h], m[h])).bits;
+            const uint16_t hi = from_float<T>(softmax_prob(sv[2 * h + 1], m[h])).bits;
+            pa[u][2 * half + h] = detail::pack_pair(lo, hi);
+          }
+      // Rescale, then P·[V | 1]: chains over the four key groups.
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j <= D / 8; ++j) {
+          acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
+          acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
         }
-        // Online softmax per row.
-        bool active[2];
-        float alpha[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          active[h] = t0 < limit[h];
-          float mx = m[h];
-#pragma unroll
-          for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int idx = t0 + 8 * j + 2 * tq + e;
-              const float t = idx < limit[h] ? mul_rn(s[j][2 * h + e], p.schedule.scale_log2) : neg_inf();
-              s[j][2 * h + e] = t;
-              mx = max_ignore_nan(mx, t);
-            }
-          mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          alpha[h] = softmax_rescale(m[h], mx);
-          m[h] = mx;
-        }
-        // P in the storage dtype as A fragments of the four k16 key groups.
-        uint32_t pa[4][4];
+      if (t0 < wg_first_limit) {  // every row of the warpgroup has keys in this tile
+        detail::fence_fragments(acc);
+        detail::wgmma_fence();
 #pragma unroll
         for (int u = 0; u < 4; ++u)
+          detail::wgmma_rs_pv<T>(acc, pa[u], detail::wgmma_desc(vs + detail::core_offset(16 * u, 0, St::kVChunks), v_lbo, 128));
+        detail::wgmma_commit();
+        detail::wgmma_wait_all();
+        detail::fence_fragments(acc);
+      } else {
+        // Rows past their limit keep their state exactly: n-tile pairs of V, then the row sums.
 #pragma unroll
-          for (int half = 0; half < 2; ++half)  // keys 16u + 2tq (+8 for half 1)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const float* sv = s[2 * u + half];
-              const uint16_t lo = from_float<T>(softmax_prob(sv[2 * h], m[h])).bits;
-              const uint16_t hi = from_float<T>(softmax_prob(sv[2 * h + 1], m[h])).bits;
-              pa[u][2 * half + h] = detail::pack_pair(lo, hi);
-            }
-        // Rescale, then P·ones (row sums) and P·V, each a chain over the four key groups.
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          lf[2 * h] = mul_rn(lf[2 * h], alpha[h]);
-          lf[2 * h + 1] = mul_rn(lf[2 * h + 1], alpha[h]);
-#pragma unroll
-          for (int j = 0; j < D / 8; ++j) {
-            acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
-            acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
-          }
-        }
-        {
-          const float keep[4] = {lf[0], lf[1], lf[2], lf[3]};
-#pragma unroll
-          for (int u = 0; u < 4; ++u) mma_16816<T>(lf, pa[u], MmaTraits<T>::kOnePair, MmaTraits<T>::kOnePair);
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            if (!active[h]) {
-              lf[2 * h] = keep[2 * h];
-              lf[2 * h + 1] = keep[2 * h + 1];
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < D / 8; j += 2) {
-          const float keep0[4] = {acc[j][0], acc[j][1], acc[j][2], acc[j][3]};
-          const float keep1[4] = {acc[j + 1][0], acc[j + 1][1], acc[j + 1][2], acc[j + 1][3]};
-#pragma unroll
-          for (int u = 0; u < 4; ++u) {
-            uint32_t vb[4];
-            const int mi = lane / 8, r = lane % 8;
-            detail::ldmatrix_x4_trans(vb, vs + (16 * u + 8 * (mi % 2) + r) * kRow + 8 * (j + mi / 2));
-            mma_16816<T>(acc[j], pa[u], vb[0], vb[1]);
-            mma_16816<T>(acc[j + 1], pa[u], vb[2], vb[3]);
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            if (!active[h]) {
-              acc[j][2 * h] = keep0[2 * h];
-              acc[j][2 * h + 1] = keep0[2 * h + 1];
-              acc[j + 1][2 * h] = keep1[2 * h];
-              acc[j + 1][2 * h + 1] = keep1[2 * h + 1];
-            }
-        }
-      }
-      __syncthreads();  // the stage is free for the next load
-    }
-    // Partials of rows that have keys in this split.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (!row_valid[h] || limit[h] <= split_begin) continue;
-      const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row[h];
-      float* accp = p.workspace + slot * D;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j)
-        *reinterpret_cast<float2*>(accp + 8 * j + 2 * tq) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
-      if (tq == 0) {
-        float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
-        ml[slot * 2] = m[h];
-        ml[slot * 2 + 1] = lf[2 * h];
+        for (int j = 0; j < D / 8; j += 2) pv_ntile_pair<T, D>(acc[j], acc[j + 1], pa, vs, j, active);
+        row_sums<T>(acc[D / 8], pa, active);
       }
     }
+  }
+  detail::cp_async_wait<0>();
+  // Partials of rows that have keys in this split.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!row_valid[h] || limit[h] <= keys.begin) continue;
+    const PartialSlot out(p, D, b, kvh, split, max_splits, rows_per_head, row[h]);
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+      *reinterpret_cast<float2*>(out.acc + 8 * j + 2 * tq) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
+    if (tq == 0) out.ml[0] = m[h], out.ml[1] = acc[D / 8][2 * h];
   }
 }
 
@@ -265,7 +326,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 // warp w computes the scores of keys 16w..16w+15 (the same k16 chains), the row maxima meet in
 // shared memory, P goes through shared memory, and warp w accumulates output columns
 // [w*D/4, (w+1)*D/4) over the tile's four key groups in order. Every element sees exactly the
-// operations of attention_split_kernel, so the results are the same bits.
+// operations of the reference schedule (and of attention_split_wgmma_kernel), so a query's
+// output is the same bits in decode and in rectification.
 constexpr int kDecodeWarps = 4;
 template <class T, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
@@ -532,26 +594,29 @@ template <class T, int D>
 void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
-  const int row_tiles = (rows + 15) / 16;
-  const int warps = std::clamp(row_tiles, kMinWarps, kMaxWarps);
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
-  constexpr size_t smem = smem_bytes<D>();
-  constexpr size_t smem_decode = smem + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
+  constexpr size_t smem_decode =
+      smem_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
+  const size_t smem_wgmma_max = wgmma_smem_bytes<D>(kMaxWarpgroups);
   static bool configured = false;  // per template instance; the attribute is per function
   if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_kernel<T, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem_wgmma_max)));
     RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_decode)));
     configured = true;
   }
-  if (row_tiles == 1) {
+  if (rows <= 16) {
     attention_split_decode_kernel<T, D>
         <<<dim3(max_splits, hkv, p.kv.batch), kDecodeWarps * 32, smem_decode, stream>>>(p, rows, max_splits);
     RESA_CUDA_CHECK_LAUNCH("attention_split_decode_kernel");
   } else {
-    attention_split_kernel<T, D><<<dim3(max_splits, hkv, p.kv.batch), warps * 32, smem, stream>>>(p, rows, max_splits);
-    RESA_CUDA_CHECK_LAUNCH("attention_split_kernel");
+    const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
+    const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
+    attention_split_wgmma_kernel<T, D><<<dim3(max_splits * row_groups, hkv, p.kv.batch), warpgroups * 128,
+                                         wgmma_smem_bytes<D>(warpgroups), stream>>>(p, rows, max_splits, row_groups);
+    RESA_CUDA_CHECK_LAUNCH("attention_split_wgmma_kernel");
   }
   attention_merge_kernel<T, D><<<dim3(rows, hkv, p.kv.batch), D, 0, stream>>>(p, rows, max_splits);
   RESA_CUDA_CHECK_LAUNCH("attention_merge_kernel");
