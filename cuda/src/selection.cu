@@ -154,6 +154,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   __shared__ int total;
   __shared__ unsigned long long prefix_s;
   __shared__ int remaining_s;
+  __shared__ int done_s;
   const int kvh = blockIdx.x, b = blockIdx.y;
   const int L = length[b];
   const int M = (L + cfg.block_size - 1) / cfg.block_size;
@@ -171,10 +172,13 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   // pass picks the highest bin whose count, added to the counts of the bins above it, reaches the
   // keys still to place: threads 0..255 take bins 255..0, an inclusive scan of their counts gives
   // each bin's "above + count", and the one thread where it first reaches `remaining` writes the
-  // new prefix (the same bin a serial walk from bin 255 down stops at).
+  // new prefix (the same bin a serial walk from bin 255 down stops at). When that bin holds
+  // exactly the keys still to place, every key of it is taken: the prefix with zero low bits is
+  // then a threshold that selects the same K keys, and the remaining passes are skipped.
   if (threadIdx.x == 0) {
     prefix_s = 0ull;
     remaining_s = K;
+    done_s = 0;
   }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   unsigned long long mask = 0ull;
@@ -183,9 +187,18 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     __syncthreads();
     const unsigned long long prefix = prefix_s;
     const int remaining = remaining_s;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) {
-      const unsigned long long key = keys[i];
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    // Histogram with one shared atomic per distinct bin of a warp: the first passes put nearly
+    // all keys (scores of one sign and binade) into one or two bins.
+    for (int start = 0; start < M; start += blockDim.x) {
+      const int i = start + threadIdx.x;
+      const unsigned long long key = i < M ? keys[i] : 0ull;
+      const bool counts = i < M && (key & mask) == prefix;
+      const unsigned voters = __ballot_sync(0xffffffffu, counts);
+      if (counts) {
+        const unsigned bin = static_cast<unsigned>(key >> shift) & 255u;
+        const unsigned same = __match_any_sync(voters, bin);
+        if (lane == __ffs(same) - 1) atomicAdd(&hist[bin], static_cast<unsigned>(__popc(same)));
+      }
     }
     __syncthreads();
     int count = 0, upto = 0;  // this thread's bin 255 - tid: its count, and the counts of bins >= it
@@ -206,10 +219,12 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
       if (above < remaining && upto >= remaining) {
         prefix_s = prefix | (static_cast<unsigned long long>(255 - threadIdx.x) << shift);
         remaining_s = remaining - above;
+        done_s = upto == remaining;  // the bin's keys are exactly the ones still to place
       }
     }
     mask |= 255ull << shift;
     __syncthreads();
+    if (done_s) break;
   }
   const unsigned long long threshold = prefix_s;
 
