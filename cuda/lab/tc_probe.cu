@@ -11,15 +11,7 @@
 #include <vector>
 
 #include "resa/numerics.h"
-
-#define CHECK(x)                                                                  \
-  do {                                                                            \
-    cudaError_t e = (x);                                                          \
-    if (e != cudaSuccess) {                                                       \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                               \
-    }                                                                             \
-  } while (0)
+#include "lab_check.h"
 
 // A: 16x16 row-major, B: 16x8 stored as [n][k], C/D: 16x8 row-major. One warp, one mma.
 template <bool kFp16>

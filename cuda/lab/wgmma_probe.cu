@@ -16,15 +16,7 @@
 #include <vector>
 
 #include "../src/wgmma.cuh"
-
-#define CHECK(x)                                                                                 \
-  do {                                                                                           \
-    cudaError_t e = (x);                                                                         \
-    if (e != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));     \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
+#include "lab_check.h"
 
 using namespace resa::cuda::detail;
 
