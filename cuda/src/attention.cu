@@ -13,7 +13,7 @@
 //   attention_merge_kernel  grid (row, KV head, sequence); folds a row's split partials left to
 //     right with the shared merge rule and writes acc / l.
 //
-// Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cu.
+// Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
 
@@ -65,7 +65,7 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
 // The keys one CTA reduces: split `split` of the KV list of (sequence b, KV head kvh), in 64-key
 // tiles, and the cp.async loader of one tile into a KvStage (keys past the split read as zeros).
 // Only integers are kept; the loader takes its pointers from the kernel parameters at each call
-// (constant memory), which keeps registers free in the kernels' main loops.
+// (constant memory), which keeps registers free in the kernel's main loop.
 template <class T, int D>
 struct SplitKeys {
   int begin, end, n_tiles, b, kvh;

@@ -2,7 +2,8 @@
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
 // spec): block_scores_kernel (pooled query, warp-order scores and rank keys, spread over many
 // CTAs) then topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over
-// the 64-bit rank keys of resa::selection_key, ascending compaction). Nothing leaves the device. Tested by tests/gpu/test_gpu_kernels.cu.
+// the 64-bit rank keys of resa::selection_key, ascending compaction). Nothing leaves the device.
+// Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
 
