@@ -300,31 +300,38 @@ void copy_str(char* dst, size_t n, const std::string& s) {
   std::memcpy(dst, s.data(), std::min(n - 1, s.size()));
 }
 
+// The numeric columns, one list for both directions (two hand-written lists had drifted: the
+// reader dropped `last`).
+template <class From, class To>
+void copy_numbers(const From& a, To& x) {
+  x.seed = a.seed;
+  x.b = a.b;
+  x.n_min = a.n_min;
+  x.n_local = a.n_local;
+  x.n_sink = a.n_sink;
+  x.f = a.f;
+  x.last = a.last;
+  x.k_err_final = a.k_err_final;
+  x.k_err_mean = a.k_err_mean;
+  x.k_err_peak = a.k_err_peak;
+  x.v_err_final = a.v_err_final;
+  x.v_err_mean = a.v_err_mean;
+  x.v_err_peak = a.v_err_peak;
+  x.kl_mean = a.kl_mean;
+  x.top1_agreement = a.top1_agreement;
+  x.nll_delta = a.nll_delta;
+  x.recall_mean = a.recall_mean;
+  x.bytes_rel = a.bytes_rel;
+  x.cost_model = a.cost_model;
+  x.rectifications = a.rectifications;
+}
+
 Record to_record(const SweepRow& r) {
   Record x{};
   copy_str(x.key, sizeof x.key, r.key);
   copy_str(x.mode, sizeof x.mode, r.mode);
   copy_str(x.ratio, sizeof x.ratio, r.ratio);
-  x.seed = r.seed;
-  x.b = r.b;
-  x.n_min = r.n_min;
-  x.n_local = r.n_local;
-  x.n_sink = r.n_sink;
-  x.f = r.f;
-  x.last = r.last;
-  x.k_err_final = r.k_err_final;
-  x.k_err_mean = r.k_err_mean;
-  x.k_err_peak = r.k_err_peak;
-  x.v_err_final = r.v_err_final;
-  x.v_err_mean = r.v_err_mean;
-  x.v_err_peak = r.v_err_peak;
-  x.kl_mean = r.kl_mean;
-  x.top1_agreement = r.top1_agreement;
-  x.nll_delta = r.nll_delta;
-  x.recall_mean = r.recall_mean;
-  x.bytes_rel = r.bytes_rel;
-  x.cost_model = r.cost_model;
-  x.rectifications = r.rectifications;
+  copy_numbers(r, x);
   return x;
 }
 
@@ -333,25 +340,7 @@ SweepRow from_record(const Record& x) {
   r.key = x.key;
   r.mode = x.mode;
   r.ratio = x.ratio;
-  r.seed = x.seed;
-  r.b = x.b;
-  r.n_min = x.n_min;
-  r.n_local = x.n_local;
-  r.n_sink = x.n_sink;
-  r.f = x.f;
-  r.k_err_final = x.k_err_final;
-  r.k_err_mean = x.k_err_mean;
-  r.k_err_peak = x.k_err_peak;
-  r.v_err_final = x.v_err_final;
-  r.v_err_mean = x.v_err_mean;
-  r.v_err_peak = x.v_err_peak;
-  r.kl_mean = x.kl_mean;
-  r.top1_agreement = x.top1_agreement;
-  r.nll_delta = x.nll_delta;
-  r.recall_mean = x.recall_mean;
-  r.bytes_rel = x.bytes_rel;
-  r.cost_model = x.cost_model;
-  r.rectifications = x.rectifications;
+  copy_numbers(x, r);
   return r;
 }
 

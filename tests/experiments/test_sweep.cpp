@@ -184,6 +184,41 @@ TEST(Sweep, ResumeAfterAnInterruptionEqualsAnUninterruptedSweep) {
   fs::remove_all(d);
 }
 
+// Every column of a row survives the sweep file, `last` included (runs that decode only the
+// last x steps; the cost test below has last = 0 only).
+TEST(Sweep, FileTableKeepsTheLastStepsColumn) {
+  const fs::path d = temp_dir("last");
+  const char* spec = R"(model = "tiny"
+layers = 1
+tokens = "random"
+prompt_len = 64
+steps = 12
+seeds = [2]
+
+[grid]
+f = [0, 4]
+ratio = ["1/4"]
+b = [8]
+n_min = [0]
+last = [0, 8]
+)";
+  SweepOptions o;
+  o.output = (d / "last.h5").string();
+  const auto rows = run_sweep(SweepSpec::parse(spec, "last.toml"), o);
+  const auto read = read_sweep(o.output);
+  ASSERT_EQ(read.size(), rows.size());
+  int with_last = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(read[i].key, rows[i].key);
+    EXPECT_EQ(read[i].last, rows[i].last) << rows[i].key;
+    EXPECT_EQ(read[i].f, rows[i].f) << rows[i].key;
+    EXPECT_EQ(read[i].nll_delta, rows[i].nll_delta) << rows[i].key;
+    with_last += rows[i].last == 8;
+  }
+  EXPECT_EQ(with_last, 2);  // f = 0 and f = 4 with last = 8
+  fs::remove_all(d);
+}
+
 TEST(Sweep, SummaryCostColumnsMatchEquation6) {
   const fs::path d = temp_dir("cost");
   // Long prompt, few steps (a multiple of every f), n_min 0: the measured bytes approach
