@@ -1,7 +1,10 @@
 // cli/cli_util.cpp — see cli_util.h.
 #include "cli_util.h"
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 
@@ -30,5 +33,13 @@ InterruptGuard::~InterruptGuard() {
   std::signal(SIGTERM, SIG_DFL);
 }
 const std::atomic<bool>* InterruptGuard::flag() { return &g_interrupted; }
+
+ProgressPacer::ProgressPacer() : tty_(isatty(fileno(stderr)) != 0) {}
+
+bool ProgressPacer::due(double elapsed_s, bool final) {
+  if (!final && elapsed_s - last_ < (tty_ ? 0.5 : 5.0)) return false;
+  last_ = elapsed_s;
+  return true;
+}
 
 }  // namespace resa::cli

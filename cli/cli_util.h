@@ -1,5 +1,6 @@
 // cli/cli_util.h — small helpers shared by the long-running subcommands: the process's command
-// line (for provenance attributes) and an interrupt flag set by SIGINT/SIGTERM while a study runs.
+// line (for provenance attributes), an interrupt flag set by SIGINT/SIGTERM while a study runs,
+// and the pacing of progress lines.
 #pragma once
 
 #include <atomic>
@@ -19,6 +20,21 @@ class InterruptGuard {
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
   static const std::atomic<bool>* flag();
+};
+
+// Pacing of progress lines on stderr: redrawn in place every 0.5 s on a terminal, one line every
+// 5 s into a log; the final update is always due.
+class ProgressPacer {
+ public:
+  ProgressPacer();
+  bool tty() const { return tty_; }
+  bool printed() const { return last_ >= 0; }  // some line was printed
+  // Whether the update at `elapsed_s` prints; if so it counts as printed.
+  bool due(double elapsed_s, bool final);
+
+ private:
+  bool tty_;
+  double last_ = -1;
 };
 
 }  // namespace resa::cli

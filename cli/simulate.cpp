@@ -3,8 +3,6 @@
 // With only --output it runs the `tiny` synthetic model with dense / sparse (f=0) / ReSA (f=32).
 // Options may also come from a TOML or INI file (--config); unknown keys are rejected.
 // Tested by tests/sim/CMakeLists.txt (cli_simulate_* cases) and tests/sim/check_study_h5py.py.
-#include <unistd.h>
-
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -112,15 +110,14 @@ void add_simulate_command(CLI::App& app) {
     opts.resume = s->resume;
     opts.command_line = command_line("resa simulate");
     opts.cancel = InterruptGuard::flag();
-    const bool tty = isatty(fileno(stderr));
-    double last_print = -1;
+    ProgressPacer pacer;
+    const bool tty = pacer.tty();
     if (!s->quiet)
-      opts.progress = [&, tty](const analysis::StudyProgress& p) {
+      opts.progress = [&](const analysis::StudyProgress& p) {
         const bool done = p.step == p.steps;
         if (p.elapsed_s < 2.0 && !done) return;
-        if (!done && p.elapsed_s - last_print < (tty ? 0.5 : 5.0)) return;
-        if (done && last_print < 0) return;  // short pass: no progress lines at all
-        last_print = p.elapsed_s;
+        if (done && !pacer.printed()) return;  // short pass: no progress lines at all
+        if (!pacer.due(p.elapsed_s, done)) return;
         const double rate = p.step / std::max(p.elapsed_s, 1e-9);
         std::fprintf(stderr, "%s[pass %d/%d] step %lld/%lld (%3.0f%%)  %.1f steps/s  ETA %.0fs%s", tty ? "\r" : "",
                      p.pass + 1, p.passes, static_cast<long long>(p.step), static_cast<long long>(p.steps),

@@ -2,8 +2,6 @@
 // resume, a dry run, the summary table, CSV/Markdown and plots) and `resa report FILE` (print the
 // summary of an existing sweep or study and regenerate the sweep's plots).
 // Tested by tests/experiments/ (cli_sweep_* cases).
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -92,18 +90,17 @@ void add_sweep_command(CLI::App& app) {
     so.overwrite = o->overwrite;
     so.command_line = command_line("resa sweep");
     so.cancel = InterruptGuard::flag();
-    const bool tty = isatty(fileno(stderr));
-    double last = -1;
+    ProgressPacer pacer;
+    const bool tty = pacer.tty();
     bool announced = false;
     if (!o->quiet)
-      so.progress = [&, tty](const experiments::SweepProgress& p) {
+      so.progress = [&](const experiments::SweepProgress& p) {
         if (!announced) {  // after run_sweep has accepted the spec and the output
           std::fprintf(stderr, "sweep '%s': %zu combinations from %s -> %s\n", spec.name.c_str(), combos.size(),
                        path.c_str(), so.output.c_str());
           announced = true;
         }
-        if (p.elapsed_s - last < (tty ? 0.5 : 5.0) && p.fraction < 1.0) return;
-        last = p.elapsed_s;
+        if (!pacer.due(p.elapsed_s, p.fraction >= 1.0)) return;
         std::fprintf(stderr, "%s[%d/%d] %s  %3.0f%%  elapsed %.0fs  ETA %s%s", tty ? "\r" : "", p.done, p.total,
                      p.current.c_str(), 100.0 * p.fraction, p.elapsed_s,
                      p.eta_s < 0 ? "?" : (std::to_string(static_cast<long long>(p.eta_s + 0.5)) + "s").c_str(),
