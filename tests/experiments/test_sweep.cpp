@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "resa/analysis/h5.h"
 #include "resa/experiments/sweep.h"
@@ -184,8 +185,33 @@ TEST(Sweep, ResumeAfterAnInterruptionEqualsAnUninterruptedSweep) {
   fs::remove_all(d);
 }
 
-// Every column of a row survives the sweep file, `last` included (runs that decode only the
-// last x steps; the cost test below has last = 0 only).
+// Runs `spec` into <d>/<name>.h5 and checks that the file's table (what `resa report` reads)
+// holds every column of the rows run_sweep returned. Returns the rows.
+std::vector<SweepRow> sweep_and_check_file(const fs::path& d, const char* spec, const std::string& name) {
+  SweepOptions o;
+  o.output = (d / (name + ".h5")).string();
+  const auto rows = run_sweep(SweepSpec::parse(spec, name + ".toml"), o);
+  const auto read = read_sweep(o.output);
+  EXPECT_EQ(read.size(), rows.size());
+  for (size_t i = 0; i < std::min(rows.size(), read.size()); ++i) {
+    const SweepRow &a = rows[i], &x = read[i];
+    EXPECT_EQ(x.key, a.key);
+    EXPECT_EQ(x.mode, a.mode) << a.key;
+    EXPECT_EQ(x.ratio, a.ratio) << a.key;
+    EXPECT_EQ(std::tie(x.seed, x.b, x.n_min, x.n_local, x.n_sink, x.f, x.last, x.rectifications),
+              std::tie(a.seed, a.b, a.n_min, a.n_local, a.n_sink, a.f, a.last, a.rectifications)) << a.key;
+    EXPECT_EQ(std::tie(x.k_err_final, x.k_err_mean, x.k_err_peak, x.v_err_final, x.v_err_mean, x.v_err_peak),
+              std::tie(a.k_err_final, a.k_err_mean, a.k_err_peak, a.v_err_final, a.v_err_mean, a.v_err_peak))
+        << a.key;
+    EXPECT_EQ(std::tie(x.kl_mean, x.top1_agreement, x.nll_delta, x.recall_mean, x.bytes_rel, x.cost_model),
+              std::tie(a.kl_mean, a.top1_agreement, a.nll_delta, a.recall_mean, a.bytes_rel, a.cost_model))
+        << a.key;
+  }
+  return rows;
+}
+
+// Runs that decode only the last x steps keep their `last` column in the file (the cost test
+// below has last = 0 only).
 TEST(Sweep, FileTableKeepsTheLastStepsColumn) {
   const fs::path d = temp_dir("last");
   const char* spec = R"(model = "tiny"
@@ -202,19 +228,9 @@ b = [8]
 n_min = [0]
 last = [0, 8]
 )";
-  SweepOptions o;
-  o.output = (d / "last.h5").string();
-  const auto rows = run_sweep(SweepSpec::parse(spec, "last.toml"), o);
-  const auto read = read_sweep(o.output);
-  ASSERT_EQ(read.size(), rows.size());
+  const auto rows = sweep_and_check_file(d, spec, "last");
   int with_last = 0;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    EXPECT_EQ(read[i].key, rows[i].key);
-    EXPECT_EQ(read[i].last, rows[i].last) << rows[i].key;
-    EXPECT_EQ(read[i].f, rows[i].f) << rows[i].key;
-    EXPECT_EQ(read[i].nll_delta, rows[i].nll_delta) << rows[i].key;
-    with_last += rows[i].last == 8;
-  }
+  for (const SweepRow& r : rows) with_last += r.last == 8;
   EXPECT_EQ(with_last, 2);  // f = 0 and f = 4 with last = 8
   fs::remove_all(d);
 }
@@ -236,21 +252,7 @@ ratio = ["1/8", "1/4"]
 b = [16]
 n_min = [0]
 )";
-  SweepOptions o;
-  o.output = (d / "cost.h5").string();
-  const auto rows = run_sweep(SweepSpec::parse(spec, "cost.toml"), o);
-  const auto read = read_sweep(o.output);
-  ASSERT_EQ(read.size(), rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {  // the file's table holds every column (resa report reads it)
-    EXPECT_EQ(read[i].key, rows[i].key);
-    EXPECT_EQ(read[i].last, rows[i].last);
-    EXPECT_EQ(read[i].top1_agreement, rows[i].top1_agreement);
-    EXPECT_EQ(read[i].nll_delta, rows[i].nll_delta);
-    EXPECT_EQ(read[i].recall_mean, rows[i].recall_mean);
-    EXPECT_EQ(read[i].bytes_rel, rows[i].bytes_rel);
-    EXPECT_EQ(read[i].cost_model, rows[i].cost_model);
-    EXPECT_EQ(read[i].k_err_peak, rows[i].k_err_peak);
-  }
+  const auto rows = sweep_and_check_file(d, spec, "cost");
   int checked = 0;
   for (const SweepRow& r : rows) {
     if (r.mode == "dense") {
