@@ -23,7 +23,7 @@ void add_verify_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("verify",
                                  "Check every CUDA kernel against the CPU reference, bit for bit, on the present GPU");
   cmd->add_flag("--quick", opt->quick, "A small representative subset (for sanitizer runs)");
-  cmd->add_flag("--no-long-context", opt->no_long, "Skip the 128K-300K cases (the CPU reference is slow there)");
+  cmd->add_flag("--no-long-context", opt->no_long, "Skip the 128K-600K cases (the CPU reference is slow there)");
   cmd->add_flag("-v,--verbose", opt->verbose, "Print one line per case");
   cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
   cmd->callback([opt] {

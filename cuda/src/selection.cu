@@ -2,7 +2,8 @@
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
 // spec): block_scores_kernel (pooled query, warp-order scores and rank keys, spread over many
 // CTAs) then topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over
-// the 64-bit rank keys of resa::selection_key, ascending compaction). Nothing leaves the device.
+// the 64-bit rank keys of resa::selection_key with their high words staged in shared memory,
+// ascending compaction by a CTA-wide scan). Nothing leaves the device.
 // Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
@@ -14,9 +15,6 @@
 namespace resa::cuda {
 
 namespace {
-
-constexpr int kSelectThreads = 1024;
-static_assert(kSelectThreads >= 256 && kSelectThreads % 32 == 0, "topk_kernel scans 256 radix bins, one per thread");
 
 template <class T>
 __global__ void descriptors_refresh_kernel(const DeviceKv<T> kv, const DeviceDescriptors<T> desc,
@@ -80,34 +78,20 @@ __global__ void write_kv_chunk_kernel(const DeviceKv<T> kv, int n, const T* k, c
   kv.v[dst] = v[src];
 }
 
-// Exclusive prefix count of `flag` over the CTA in thread order; returns this thread's offset and
-// writes the total to *total. warp_sums: shared scratch of 32 ints.
-__device__ int cta_exclusive_count(bool flag, int* warp_sums, int* total) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  const unsigned ballot = __ballot_sync(0xffffffffu, flag);
-  const int in_warp = __popc(ballot & ((1u << lane) - 1u));
-  if (lane == 0) warp_sums[warp] = __popc(ballot);
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int run = 0;
-    for (int w = 0; w < nwarps; ++w) {
-      const int c = warp_sums[w];
-      warp_sums[w] = run;
-      run += c;
-    }
-    *total = run;
-  }
-  __syncthreads();
-  const int off = warp_sums[warp] + in_warp;
-  return off;
-}
-
 // Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head):
-// one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly.
+// one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly. Warp w
+// takes blocks first + w + kScoreWarps * j (j < kBlocksPerWarp) and issues the loads of all of
+// them before the first use, so a CTA keeps 32 KB of descriptors in flight.
 constexpr int kScoreThreads = 256;
-constexpr int kBlocksPerCta = 64;
+constexpr int kScoreWarps = kScoreThreads / 32;
+constexpr int kBlocksPerWarp = 8;
+constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
 template <class T, int D>
-__global__ void __launch_bounds__(kScoreThreads) block_scores_kernel(const SelectParams<T> p) {
+__global__ void __launch_bounds__(kScoreThreads, 2) block_scores_kernel(const SelectParams<T> p) {
+  constexpr int kPerLane = D / 32;
+  struct alignas(sizeof(T) * kPerLane) LaneTerms {
+    T v[kPerLane];
+  };
   __shared__ float qbar[D];
   const int kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
@@ -115,6 +99,19 @@ __global__ void __launch_bounds__(kScoreThreads) block_scores_kernel(const Selec
   const int M = (L + p.cfg.block_size - 1) / p.cfg.block_size;
   const int first = blockIdx.x * kBlocksPerCta;
   if (first >= M) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
+  const int last = min(M, first + kBlocksPerCta);
+  LaneTerms lo[kBlocksPerWarp], hi[kBlocksPerWarp];
+#pragma unroll
+  for (int j = 0; j < kBlocksPerWarp; ++j) {
+    const int blk = first + warp + kScoreWarps * j;
+    if (blk < last) {
+      const size_t o = (desc_head + blk) * D + lane * kPerLane;
+      lo[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmin + o);
+      hi[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmax + o);
+    }
+  }
   // Pooled query: sum over the group's heads in head order, then one division by g.
   const T* q = p.q + static_cast<size_t>(b) * p.n_q_heads * D;
   for (int j = threadIdx.x; j < D; j += blockDim.x) {
@@ -124,17 +121,14 @@ __global__ void __launch_bounds__(kScoreThreads) block_scores_kernel(const Selec
   }
   __syncthreads();
   const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  constexpr int kPerLane = D / 32;
-  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
-  const int last = min(M, first + kBlocksPerCta);
-  for (int blk = first + warp; blk < last; blk += nwarps) {
-    const T* kmin = p.desc.kmin + (desc_head + blk) * D + lane * kPerLane;
-    const T* kmax = p.desc.kmax + (desc_head + blk) * D + lane * kPerLane;
-    float acc = block_score_term(qbar[lane * kPerLane], to_float(kmin[0]), to_float(kmax[0]));
+#pragma unroll
+  for (int j = 0; j < kBlocksPerWarp; ++j) {
+    const int blk = first + warp + kScoreWarps * j;
+    if (blk >= last) continue;  // the same for the whole warp
+    float acc = block_score_term(qbar[lane * kPerLane], to_float(lo[j].v[0]), to_float(hi[j].v[0]));
 #pragma unroll
     for (int i = 1; i < kPerLane; ++i)
-      acc = add_rn(acc, block_score_term(qbar[lane * kPerLane + i], to_float(kmin[i]), to_float(kmax[i])));
+      acc = add_rn(acc, block_score_term(qbar[lane * kPerLane + i], to_float(lo[j].v[i]), to_float(hi[j].v[i])));
 #pragma unroll
     for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
     if (lane == 0) {
@@ -145,14 +139,35 @@ __global__ void __launch_bounds__(kScoreThreads) block_scores_kernel(const Selec
   }
 }
 
+// Inclusive sum of x over the lanes of a warp.
+__device__ __forceinline__ int warp_inclusive_sum(int x) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  return x;
+}
+
 // Top-k of one (sequence, KV head) from the rank keys: n_sel in exact integers, radix select of
-// the K-th largest key, ascending compaction.
+// the K-th largest key, ascending compaction. A key is (high word: the score's order, or all ones
+// for a forced block) << 32 | (~block index), so the kernel needs only the high words: they are
+// staged in shared memory when M <= smem_keys (one read of the keys from global memory), and read
+// in place from the 64-bit keys otherwise.
+constexpr int kSelectThreads = 1024;
+constexpr int kSelectWarps = kSelectThreads / 32;
+constexpr int kTopkSmemKeys = 32768;  // high words staged in shared memory up to this M (128 KB)
+static_assert(kSelectThreads == 1024, "topk_kernel: one thread per radix bin (256) and per (round, warp) of a compaction chunk");
 __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* length, int n_kv_heads, int max_blocks,
                                                               SparseConfig cfg, const uint64_t* all_keys,
-                                                              int32_t* all_blocks, int32_t* n_blocks, int max_selected) {
+                                                              int32_t* all_blocks, int32_t* n_blocks, int max_selected,
+                                                              int smem_keys) {
+  extern __shared__ uint32_t staged_hi[];
   __shared__ unsigned hist[256];
-  __shared__ int warp_sums[32];
-  __shared__ int total;
+  __shared__ int warp_sums[kSelectWarps];
+  __shared__ int chunk_offsets[kSelectWarps * kSelectWarps];  // [round in chunk][warp]
+  __shared__ int chunk_total;
   __shared__ unsigned long long prefix_s;
   __shared__ int remaining_s;
   __shared__ int done_s;
@@ -161,6 +176,21 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   const int M = (L + cfg.block_size - 1) / cfg.block_size;
   const int slot = b * n_kv_heads + kvh;
   const uint64_t* keys = all_keys + static_cast<size_t>(slot) * max_blocks;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  // Where the high words are: word 1 of each little-endian 64-bit key, or the staged copy.
+  const uint32_t* hi_words = reinterpret_cast<const uint32_t*>(keys) + 1;
+  int hi_stride = 2;
+  if (M <= smem_keys) {
+#pragma unroll 8
+    for (int i = threadIdx.x; i < M; i += kSelectThreads) staged_hi[i] = hi_words[2 * static_cast<size_t>(i)];
+    hi_words = staged_hi;
+    hi_stride = 1;
+  }
+  auto key_at = [&](int i) {
+    return (static_cast<unsigned long long>(hi_words[static_cast<size_t>(i) * hi_stride]) << 32) |
+           (0xffffffffu - static_cast<uint32_t>(i));
+  };
 
   // n_sel = max(ceil(ratio * M), min(M, n_min)); K = max(n_sel, number of forced blocks).
   const long long by_ratio = (static_cast<long long>(cfg.ratio.num) * M + cfg.ratio.den - 1) / cfg.ratio.den;
@@ -181,18 +211,17 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     remaining_s = K;
     done_s = 0;
   }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   unsigned long long mask = 0ull;
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0u;
-    __syncthreads();
+    if (threadIdx.x < 256) hist[threadIdx.x] = 0u;
+    __syncthreads();  // (first pass: also publishes the staged high words)
     const unsigned long long prefix = prefix_s;
     const int remaining = remaining_s;
     // Histogram with one shared atomic per distinct bin of a warp: the first passes put nearly
     // all keys (scores of one sign and binade) into one or two bins.
-    for (int start = 0; start < M; start += blockDim.x) {
+    for (int start = 0; start < M; start += kSelectThreads) {
       const int i = start + threadIdx.x;
-      const unsigned long long key = i < M ? keys[i] : 0ull;
+      const unsigned long long key = i < M ? key_at(i) : 0ull;
       const bool counts = i < M && (key & mask) == prefix;
       const unsigned voters = __ballot_sync(0xffffffffu, counts);
       if (counts) {
@@ -205,12 +234,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     int count = 0, upto = 0;  // this thread's bin 255 - tid: its count, and the counts of bins >= it
     if (threadIdx.x < 256) {
       count = static_cast<int>(hist[255 - threadIdx.x]);
-      upto = count;
-#pragma unroll
-      for (int o = 1; o < 32; o *= 2) {
-        const int y = __shfl_up_sync(0xffffffffu, upto, o);
-        if (lane >= o) upto += y;
-      }
+      upto = warp_inclusive_sum(count);
       if (lane == 31) warp_sums[warp] = upto;
     }
     __syncthreads();
@@ -229,16 +253,42 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   }
   const unsigned long long threshold = prefix_s;
 
-  // Ascending compaction of the keys >= threshold.
+  // Ascending compaction of the keys >= threshold. Key i is visited in round i / 1024 by thread
+  // i % 1024, so ascending order is (round, warp, lane). Per chunk of up to 32 rounds: each warp
+  // counts its taken keys per round, one CTA-wide exclusive scan over the (round, warp) counts
+  // (thread t holds entry t) gives every warp's output offset, and a second visit writes.
   int32_t* out = all_blocks + static_cast<size_t>(slot) * max_selected;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  const int rounds = (M + kSelectThreads - 1) / kSelectThreads;
   int base = 0;
-  for (int start = 0; start < M; start += blockDim.x) {
-    const int i = start + threadIdx.x;
-    const bool take = i < M && keys[i] >= threshold;
-    const int off = cta_exclusive_count(take, warp_sums, &total);
-    if (take) out[base + off] = i;
-    base += total;
+  for (int r0 = 0; r0 < rounds; r0 += kSelectWarps) {
+    const int nr = min(kSelectWarps, rounds - r0);
+    for (int r = 0; r < nr; ++r) {
+      const int i = (r0 + r) * kSelectThreads + threadIdx.x;
+      const unsigned taken = __ballot_sync(0xffffffffu, i < M && key_at(i) >= threshold);
+      if (lane == 0) chunk_offsets[r * kSelectWarps + warp] = __popc(taken);
+    }
     __syncthreads();
+    const int count = threadIdx.x < nr * kSelectWarps ? chunk_offsets[threadIdx.x] : 0;
+    const int incl = warp_inclusive_sum(count);
+    if (lane == 31) warp_sums[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+      const int total = warp_inclusive_sum(warp_sums[lane]);
+      warp_sums[lane] = total - warp_sums[lane];
+      if (lane == 31) chunk_total = total;
+    }
+    __syncthreads();
+    if (threadIdx.x < nr * kSelectWarps) chunk_offsets[threadIdx.x] = base + warp_sums[warp] + incl - count;
+    __syncthreads();
+    for (int r = 0; r < nr; ++r) {
+      const int i = (r0 + r) * kSelectThreads + threadIdx.x;
+      const bool take = i < M && key_at(i) >= threshold;
+      const unsigned taken = __ballot_sync(0xffffffffu, take);
+      if (take) out[chunk_offsets[r * kSelectWarps + warp] + __popc(taken & lanes_below)] = i;
+    }
+    base += chunk_total;
+    __syncthreads();  // chunk_offsets, warp_sums and chunk_total are reused by the next chunk
   }
   if (threadIdx.x == 0) n_blocks[slot] = base;
 }
@@ -298,8 +348,15 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
   else
     block_scores_kernel<T, 64><<<score_grid, kScoreThreads, 0, stream>>>(p);
   RESA_CUDA_CHECK_LAUNCH("block_scores_kernel");
-  topk_kernel<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, 0, stream>>>(
-      p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected);
+  const int smem_keys = std::min(p.desc.max_blocks, kTopkSmemKeys);
+  static bool configured = false;  // the shared-memory attribute is per function
+  if (!configured) {
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
+    configured = true;
+  }
+  topk_kernel<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t), stream>>>(
+      p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected, smem_keys);
   RESA_CUDA_CHECK_LAUNCH("topk_kernel");
 }
 

@@ -563,6 +563,9 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_sparse<bf16>(rec, {12, 2, 128}, {300000}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
     verify_sparse<bf16>(rec, {28, 4, 128}, {262144 + 9}, Fill::Normal, sparse_config(16, {1, 20}, 16, 0, 32), seed++, false);
     verify_sparse<fp16>(rec, {12, 2, 128}, {131072}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
+    // More blocks than the top-k stages in shared memory (32768): it reads the keys in place.
+    verify_sparse<bf16>(rec, {8, 1, 64}, {600000, 524288}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++,
+                        true);
   }
   // The GPU ReSA step with rectification, eager and replayed from a CUDA graph.
   if (opt.quick) {
