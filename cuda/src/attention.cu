@@ -279,9 +279,7 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const float* sv = s[2 * u + half];
-            const uint16_t lo = from_float<T>(softmax_prob(sv[2 * h], m[h])).bits;
-            const uint16_t hi = from_float<T>(softmax_prob(sv[2 * h + 1], m[h])).bits;
-            pa[u][2 * half + h] = detail::pack_pair(lo, hi);
+            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob(sv[2 * h], m[h]), softmax_prob(sv[2 * h + 1], m[h]));
           }
       // Rescale, then P·[V | 1]: chains over the four key groups.
 #pragma unroll
@@ -465,10 +463,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int jj = 0; jj < 2; ++jj)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint16_t lo = from_float<T>(softmax_prob(s[jj][2 * h], mx[h])).bits;
-        const uint16_t hi = from_float<T>(softmax_prob(s[jj][2 * h + 1], mx[h])).bits;
         *reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * kPRow + 8 * (2 * warp + jj) + 2 * tq) =
-            detail::pack_pair(lo, hi);
+            detail::pack_rn<T>(softmax_prob(s[jj][2 * h], mx[h]), softmax_prob(s[jj][2 * h + 1], mx[h]));
       }
     __syncthreads();
     uint32_t pa[4][4];

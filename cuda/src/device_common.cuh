@@ -73,4 +73,20 @@ __device__ __forceinline__ uint32_t pack_pair(uint16_t lo, uint16_t hi) {
   return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
 }
 
+// Two floats rounded to the storage dtype (to nearest, ties to even) and packed, lo in the low
+// half: one cvt.rn.{bf16x2,f16x2}.f32 instead of two f32_to_*_bits. The same bits as
+// pack_pair(from_float<T>(lo).bits, from_float<T>(hi).bits) for every input but NaN, which
+// becomes the hardware's NaN pattern; use it only for values that feed the tensor cores (P),
+// where every NaN acts alike and results are canonicalized at the end. The GPU test
+// GpuNumerics.PackedRoundingMatchesTheSharedConversion checks all 2^32 inputs.
+template <class T>
+__device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
+  uint32_t d;
+  if constexpr (MmaTraits<T>::kBf16)
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+  else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
+}
+
 }  // namespace resa::cuda::detail

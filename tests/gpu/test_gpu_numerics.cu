@@ -1,6 +1,8 @@
 // tests/gpu/test_gpu_numerics.cu — the shared numerics header compiled by nvcc gives the host's
 // bits (exp2, conversions, score terms, selection keys), and the card's mma.sync.m16n8k16 follows
-// resa::dot16_tensor_core bit for bit (bf16 and fp16, spread exponents, fp16 subnormals, zeros).
+// resa::dot16_tensor_core bit for bit (bf16 and fp16, spread exponents, fp16 subnormals, zeros);
+// the packed hardware rounding of P (cuda::detail::pack_rn) equals the shared conversion on all
+// 2^32 inputs.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -45,6 +47,48 @@ TEST(GpuNumerics, DeviceAndHostGiveTheSameBits) {
     bad += f32_bits(hb[i]) != f32_bits(fp16_bits_to_f32(static_cast<uint16_t>(i & 0xffff)));
   }
   EXPECT_EQ(bad, 0);
+}
+
+// Every fp32 bit pattern u goes through pack_rn<T> as the low half (its sign-flipped twin as the
+// high half) and through the shared f32_to_*_bits; counts the halves that differ (NaN in, NaN of
+// T out is a match) and keeps the smallest such u.
+template <class T>
+__global__ void pack_rn_kernel(unsigned long long* mismatches, unsigned* first_bad) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  unsigned long long bad = 0;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < (1ull << 32); i += stride) {
+    const uint32_t u = static_cast<uint32_t>(i);
+    const float lo = f32_from_bits(u), hi = f32_from_bits(u ^ 0x80000000u);
+    const uint32_t got = cuda::detail::pack_rn<T>(lo, hi);
+    const uint32_t want = cuda::detail::pack_pair(from_float<T>(lo).bits, from_float<T>(hi).bits);
+    const uint16_t max_finite_abs = cuda::detail::MmaTraits<T>::kBf16 ? 0x7f80 : 0x7c00;  // the Inf pattern
+    auto same = [&](uint16_t g, uint16_t w, float x) {
+      return is_nan(x) ? (g & 0x7fff) > max_finite_abs : g == w;
+    };
+    if (!same(static_cast<uint16_t>(got), static_cast<uint16_t>(want), lo) ||
+        !same(static_cast<uint16_t>(got >> 16), static_cast<uint16_t>(want >> 16), hi)) {
+      ++bad;
+      atomicMin(first_bad, u);
+    }
+  }
+  if (bad) atomicAdd(mismatches, bad);
+}
+
+template <class T>
+void check_pack_rn() {
+  cuda::DeviceBuffer<unsigned long long> mismatches(std::vector<unsigned long long>{0});
+  cuda::DeviceBuffer<unsigned> first_bad(std::vector<unsigned>{0xffffffffu});
+  pack_rn_kernel<T><<<4096, 256>>>(mismatches.get(), first_bad.get());
+  RESA_CUDA_CHECK_LAUNCH("pack_rn_kernel");
+  const auto n = mismatches.download()[0];
+  EXPECT_EQ(n, 0u) << Storage<T>::name << ": of 2^32 inputs; the smallest differing one is 0x" << std::hex
+                   << first_bad.download()[0];
+}
+
+TEST(GpuNumerics, PackedRoundingMatchesTheSharedConversion) {
+  RESA_REQUIRE_GPU();
+  check_pack_rn<bf16>();
+  check_pack_rn<fp16>();
 }
 
 template <class T>
