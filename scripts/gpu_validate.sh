@@ -5,6 +5,7 @@
 #                                                                            -> probe.log
 #   tests     the gpu-labelled GoogleTest cases (the CPU suite runs in CI)   -> tests.log
 #   verify    `resa verify` full validation matrix                           -> verify.log
+#   checks    tests and verify at the same time (saves ~2 min of device time; not before bench)
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
@@ -14,6 +15,7 @@
 #             and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
+#        bash scripts/gpu_validate.sh probe bench checks sanitize   (one device call, ~6 min)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -48,6 +50,13 @@ for s in "${stages[@]}"; do
       grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15 ;;
     verify)
       $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1
+      grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40 ;;
+    checks)
+      (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1 &
+      tests_pid=$!
+      $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1
+      wait $tests_pid || rc=1
+      grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15
       grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40 ;;
     sanitize)
       : >"$OUT/sanitizer.log"
