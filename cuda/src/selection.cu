@@ -81,18 +81,27 @@ __global__ void write_kv_chunk_kernel(const DeviceKv<T> kv, int n, const T* k, c
 // Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head):
 // one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly. Warp w
 // takes blocks first + w + kScoreWarps * j (j < kBlocksPerWarp) and issues the loads of all of
-// them before the first use, so a CTA keeps 32 KB of descriptors in flight.
+// them before the first use; each lane pools its own D/32 query elements, so a CTA has no
+// barrier and its only wait is one round trip to memory.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
 constexpr int kBlocksPerWarp = 8;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
+// Four CTAs per SM (64 registers); fp16's software conversion needs more registers than that.
+template <class T>
+constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
 template <class T, int D>
-__global__ void __launch_bounds__(kScoreThreads, 2) block_scores_kernel(const SelectParams<T> p) {
-  constexpr int kPerLane = D / 32;
+__global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_scores_kernel(const SelectParams<T> p) {
+  constexpr int kPerLane = D / 32;  // even: the lane's elements are kPerLane / 2 32-bit words
   struct alignas(sizeof(T) * kPerLane) LaneTerms {
-    T v[kPerLane];
+    uint32_t w[kPerLane / 2];
+    // Element i as a float: to_float, with bf16's shift written per half of the word.
+    __device__ float operator[](int i) const {
+      const uint32_t x = w[i / 2];
+      if constexpr (detail::MmaTraits<T>::kBf16) return __uint_as_float(i % 2 ? x & 0xffff0000u : x << 16);
+      return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
+    }
   };
-  __shared__ float qbar[D];
   const int kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
@@ -112,23 +121,30 @@ __global__ void __launch_bounds__(kScoreThreads, 2) block_scores_kernel(const Se
       hi[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmax + o);
     }
   }
-  // Pooled query: sum over the group's heads in head order, then one division by g.
-  const T* q = p.q + static_cast<size_t>(b) * p.n_q_heads * D;
-  for (int j = threadIdx.x; j < D; j += blockDim.x) {
-    float sum = to_float(q[(kvh * g) * D + j]);
-    for (int i = 1; i < g; ++i) sum = add_rn(sum, to_float(q[(kvh * g + i) * D + j]));
-    qbar[j] = div_rn(sum, static_cast<float>(g));
+  // Pooled query elements lane*kPerLane + i: sum over the group's heads in head order, then one
+  // division by g.
+  float qbar[kPerLane];
+  {
+    const T* q = p.q + (static_cast<size_t>(b) * p.n_q_heads + kvh * g) * D + lane * kPerLane;
+    const LaneTerms q0 = *reinterpret_cast<const LaneTerms*>(q);
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) qbar[i] = q0[i];
+    for (int h = 1; h < g; ++h) {
+      const LaneTerms qh = *reinterpret_cast<const LaneTerms*>(q + h * D);
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) qbar[i] = add_rn(qbar[i], qh[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
   }
-  __syncthreads();
   const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
 #pragma unroll
   for (int j = 0; j < kBlocksPerWarp; ++j) {
     const int blk = first + warp + kScoreWarps * j;
     if (blk >= last) continue;  // the same for the whole warp
-    float acc = block_score_term(qbar[lane * kPerLane], to_float(lo[j].v[0]), to_float(hi[j].v[0]));
+    float acc = block_score_term(qbar[0], lo[j][0], hi[j][0]);
 #pragma unroll
-    for (int i = 1; i < kPerLane; ++i)
-      acc = add_rn(acc, block_score_term(qbar[lane * kPerLane + i], to_float(lo[j].v[i]), to_float(hi[j].v[i])));
+    for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term(qbar[i], lo[j][i], hi[j][i]));
 #pragma unroll
     for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
     if (lane == 0) {
@@ -218,16 +234,22 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     const unsigned long long prefix = prefix_s;
     const int remaining = remaining_s;
     // Histogram with one shared atomic per distinct bin of a warp: the first passes put nearly
-    // all keys (scores of one sign and binade) into one or two bins.
-    for (int start = 0; start < M; start += kSelectThreads) {
-      const int i = start + threadIdx.x;
-      const unsigned long long key = i < M ? key_at(i) : 0ull;
-      const bool counts = i < M && (key & mask) == prefix;
-      const unsigned voters = __ballot_sync(0xffffffffu, counts);
-      if (counts) {
-        const unsigned bin = static_cast<unsigned>(key >> shift) & 255u;
-        const unsigned same = __match_any_sync(voters, bin);
-        if (lane == __ffs(same) - 1) atomicAdd(&hist[bin], static_cast<unsigned>(__popc(same)));
+    // all keys (scores of one sign and binade) into one or two bins. kHistRounds rounds at a time
+    // with the whole warp in every __match_any_sync (lanes that do not count carry a value no bin
+    // has), so their loads, votes and matches overlap instead of forming one chain per round.
+    constexpr int kHistRounds = 4;
+    for (int start = 0; start < M; start += kHistRounds * kSelectThreads) {
+      unsigned value[kHistRounds];
+#pragma unroll
+      for (int u = 0; u < kHistRounds; ++u) {
+        const int i = start + u * kSelectThreads + threadIdx.x;
+        const unsigned long long key = i < M ? key_at(i) : 0ull;
+        value[u] = i < M && (key & mask) == prefix ? static_cast<unsigned>(key >> shift) & 255u : 256u;
+      }
+#pragma unroll
+      for (int u = 0; u < kHistRounds; ++u) {
+        const unsigned same = __match_any_sync(0xffffffffu, value[u]);
+        if (value[u] < 256u && lane == __ffs(same) - 1) atomicAdd(&hist[value[u]], static_cast<unsigned>(__popc(same)));
       }
     }
     __syncthreads();
@@ -263,6 +285,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   int base = 0;
   for (int r0 = 0; r0 < rounds; r0 += kSelectWarps) {
     const int nr = min(kSelectWarps, rounds - r0);
+#pragma unroll 4
     for (int r = 0; r < nr; ++r) {
       const int i = (r0 + r) * kSelectThreads + threadIdx.x;
       const unsigned taken = __ballot_sync(0xffffffffu, i < M && key_at(i) >= threshold);
@@ -281,6 +304,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     __syncthreads();
     if (threadIdx.x < nr * kSelectWarps) chunk_offsets[threadIdx.x] = base + warp_sums[warp] + incl - count;
     __syncthreads();
+#pragma unroll 4
     for (int r = 0; r < nr; ++r) {
       const int i = (r0 + r) * kSelectThreads + threadIdx.x;
       const bool take = i < M && key_at(i) >= threshold;
