@@ -53,7 +53,13 @@ inline constexpr uint32_t kCanonicalNanF32 = 0x7fc00000u;
 inline constexpr uint16_t kCanonicalNanBf16 = 0x7fc0u;
 inline constexpr uint16_t kCanonicalNanFp16 = 0x7e00u;
 
-RESA_HD bool is_nan(float x) { return (f32_bits(x) & 0x7fffffffu) > 0x7f800000u; }
+RESA_HD bool is_nan(float x) {
+#if defined(__CUDA_ARCH__)
+  return isnan(x);  // one unordered compare instead of a mask and an integer compare
+#else
+  return (f32_bits(x) & 0x7fffffffu) > 0x7f800000u;
+#endif
+}
 RESA_HD float canonical_nan() { return f32_from_bits(kCanonicalNanF32); }
 RESA_HD float canonicalize_nan(float x) { return is_nan(x) ? canonical_nan() : x; }
 RESA_HD float neg_inf() { return f32_from_bits(0xff800000u); }
@@ -253,6 +259,32 @@ RESA_HD float exp2_shared(float x) {
   return is_nan(x) ? canonical_nan() : y;
 }
 
+// exp2_shared for the online softmax's arguments, x = t - m <= 0 (or -inf, or NaN), with fewer
+// instructions: the same bits for every x <= 0 (including -0 and -inf), and a NaN for a NaN (not
+// necessarily the canonical one: probabilities and rescale factors only feed products, and the
+// outputs are canonicalized). No x >= 128 select; the NaN propagates through the polynomial and a
+// final multiply by 2^n instead of being selected. For x in [-125, 0], n is in [-125, 0], so 2^n
+// and p * 2^n are normal and the multiply is exact: the result equals the exponent add of
+// exp2_shared. The kernels use it; the reference keeps exp2_shared (tests/test_numerics.cpp and the
+// GPU test GpuNumerics.NonpositiveExp2MatchesTheSharedExp2 compare the two).
+RESA_HD float exp2_nonpositive(float x) {
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
+  const float shifted = add_rn(x, kRoundMagic);
+  const float n = sub_rn(shifted, kRoundMagic);
+  const float r = sub_rn(x, n);
+  float p = 1.5252733804059840e-05f;
+  p = fma_rn(p, r, 1.5403530393381608e-04f);
+  p = fma_rn(p, r, 1.3333558146428443e-03f);
+  p = fma_rn(p, r, 9.6181291076284772e-03f);
+  p = fma_rn(p, r, 5.5504108664821580e-02f);
+  p = fma_rn(p, r, 2.4022650695910071e-01f);
+  p = fma_rn(p, r, 6.9314718055994531e-01f);
+  p = fma_rn(p, r, 1.0f);
+  const uint32_t ni = f32_bits(shifted) - f32_bits(kRoundMagic);  // n modulo 2^32
+  const float y = mul_rn(p, f32_from_bits((ni + 127u) << 23));    // p * 2^n
+  return x < -125.0f ? 0.0f : y;
+}
+
 // The softmax scale folded with log2(e) into one fp32 constant: t = s * scale_log2 is the logit in
 // base 2, and every probability is exp2_shared(t - m). Computed once, on the host, in double.
 inline float softmax_scale_log2(int head_dim) {
@@ -270,6 +302,12 @@ RESA_HD float softmax_rescale(float m_old, float m_new) {
   return exp2_shared(sub_rn(m_old, softmax_shift(m_new)));
 }
 RESA_HD float softmax_prob(float t, float m) { return exp2_shared(sub_rn(t, softmax_shift(m))); }
+// The same two with exp2_nonpositive, for the kernels' hot loops (m_new >= m_old and m >= t, so the
+// argument is never positive): the same bits, NaN for NaN.
+RESA_HD float softmax_rescale_np(float m_old, float m_new) {
+  return exp2_nonpositive(sub_rn(m_old, softmax_shift(m_new)));
+}
+RESA_HD float softmax_prob_np(float t, float m) { return exp2_nonpositive(sub_rn(t, softmax_shift(m))); }
 
 // Merge rule for two partial states (a, b) -> a, in a fixed order (a is the earlier KV range).
 // An empty state (m == -inf) is the identity on either side, bit for bit.
