@@ -4,9 +4,11 @@
 // decode, the sparse step (update + select + sparse attention), rectification of f = 32 tokens and
 // the amortized ReSA step (sparse step + rectification / f) — time, bytes that must move, and the
 // fraction of the measured copy bandwidth. Inputs rotate over enough copies to defeat the L2.
-// Run: build/gpu/cuda/bench_gpu [--json FILE] [--quick]
+// Run: build/gpu/cuda/bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]
+// (the last three keep only the cases named; the default is the whole table)
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -217,11 +219,17 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
 int main(int argc, char** argv) {
   std::string json;
   bool quick = false;
+  std::vector<int> only_lengths;
+  int only_batch = 0;
+  std::string only_shape;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--length") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_lengths.push_back(std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_batch = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) only_shape = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_gpu [--json FILE] [--quick]\n");
+      std::fprintf(stderr, "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]\n");
       return 2;
     }
   }
@@ -234,10 +242,15 @@ int main(int argc, char** argv) {
     const double bw = copy_bandwidth_gbs();
     std::printf("device: %s\ncopy bandwidth (device-to-device, read+write): %.0f GB/s\n\n", dev.str().c_str(), bw);
     std::vector<Row> rows;
-    const std::vector<int> lengths = quick ? std::vector<int>{4096, 65536} : std::vector<int>{4096, 16384, 65536, 131072, 262144};
+    std::vector<int> lengths = quick ? std::vector<int>{4096, 65536} : std::vector<int>{4096, 16384, 65536, 131072, 262144};
+    if (!only_lengths.empty()) lengths = only_lengths;
     for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}})
       for (int batch : {1, 8})
-        for (int L : lengths) run_case({hq, hkv, batch, L}, bw, rows);
+        for (int L : lengths) {
+          if ((only_batch && batch != only_batch) || (!only_shape.empty() && only_shape != std::to_string(hq) + "/" + std::to_string(hkv)))
+            continue;
+          run_case({hq, hkv, batch, L}, bw, rows);
+        }
     std::printf("%-36s %-5s %5s %7s %10s %10s %7s %8s\n", "kernel", "Hq/Hkv", "batch", "L", "time us", "MB", "%BW", "x dense");
     for (const Row& r : rows)
       std::printf("%-36s %-5s %5d %7ld %10.1f %10.2f %6.1f%% %8.2f\n", r.kernel.c_str(), r.shape.c_str(), r.batch, r.L,
