@@ -140,6 +140,27 @@ TEST(Exp2, SameBitsAsTheRoundAndConvertFormulation) {
   for (float x : xs) ASSERT_EQ(bits(exp2_shared(x)), bits(by_rint(x))) << "x = " << x;
 }
 
+// exp2_nonpositive (the kernels' softmax exp2) gives exp2_shared's bits for every x <= 0 and a NaN
+// for a NaN: every tie and its neighbours in [-126, 0], a dense sweep, and the special values. The
+// GPU test GpuNumerics.NonpositiveExp2MatchesTheSharedExp2 covers all 2^31 nonpositive patterns.
+TEST(Exp2, NonpositiveVariantGivesTheSameBits) {
+  std::vector<float> xs = {0.0f, -0.0f, neg_inf(), -FLT_MIN, -FLT_TRUE_MIN, -FLT_MAX, -125.0f, -125.5f,
+                           std::nextafter(-125.0f, 0.0f), std::nextafter(-125.0f, -200.0f)};
+  for (int k = -127; k <= 0; ++k)
+    for (float base : {static_cast<float>(k), k - 0.5f})
+      for (float x : {std::nextafter(base, -1000.0f), base, std::nextafter(base, 1000.0f)})
+        if (x <= 0.0f) xs.push_back(x);
+  for (float x = -127.0f; x < 0.0f; x = std::nextafter(x, 1.0f) + 0x1p-15f) xs.push_back(x);
+  ASSERT_GT(xs.size(), 2000000u);
+  for (float x : xs) ASSERT_EQ(bits(exp2_nonpositive(x)), bits(exp2_shared(x))) << "x = " << x;
+  EXPECT_TRUE(std::isnan(exp2_nonpositive(canonical_nan())));
+  EXPECT_TRUE(std::isnan(exp2_nonpositive(-canonical_nan())));
+  // The softmax wrappers: the same bits as softmax_prob / softmax_rescale where m >= t.
+  EXPECT_EQ(bits(softmax_prob_np(neg_inf(), neg_inf())), bits(softmax_prob(neg_inf(), neg_inf())));
+  EXPECT_EQ(bits(softmax_rescale_np(neg_inf(), 3.5f)), bits(softmax_rescale(neg_inf(), 3.5f)));
+  EXPECT_EQ(bits(softmax_prob_np(-7.25f, 1.5f)), bits(softmax_prob(-7.25f, 1.5f)));
+}
+
 TEST(Exp2, SpecialValuesAndDomainEdges) {
   EXPECT_EQ(bits(exp2_shared(0.0f)), bits(1.0f));
   EXPECT_EQ(bits(exp2_shared(-0.0f)), bits(1.0f));

@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
           }
         mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        alpha[h] = softmax_rescale(m[h], mx);
+        alpha[h] = softmax_rescale_np(m[h], mx);
         m[h] = mx;
       }
       // P in the storage dtype as A fragments of the four k16 key groups.
@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const float* sv = s[2 * u + half];
-            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob(sv[2 * h], m[h]), softmax_prob(sv[2 * h + 1], m[h]));
+            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]), softmax_prob_np(sv[2 * h + 1], m[h]));
           }
       // Rescale, then P·[V | 1]: chains over the four key groups.
 #pragma unroll
@@ -455,7 +455,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
       for (int w = 0; w < kDecodeWarps; ++w) x = max_ignore_nan(x, red[w * 16 + gid + 8 * h]);
       mx[h] = x;
-      alpha[h] = softmax_rescale(m[h], x);
+      alpha[h] = softmax_rescale_np(m[h], x);
       m[h] = x;
     }
     // P of this warp's keys into shared memory, in the storage dtype.
@@ -464,7 +464,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         *reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * kPRow + 8 * (2 * warp + jj) + 2 * tq) =
-            detail::pack_rn<T>(softmax_prob(s[jj][2 * h], mx[h]), softmax_prob(s[jj][2 * h + 1], mx[h]));
+            detail::pack_rn<T>(softmax_prob_np(s[jj][2 * h], mx[h]), softmax_prob_np(s[jj][2 * h + 1], mx[h]));
       }
     __syncthreads();
     uint32_t pa[4][4];

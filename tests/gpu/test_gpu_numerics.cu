@@ -2,7 +2,7 @@
 // bits (exp2, conversions, score terms, selection keys), and the card's mma.sync.m16n8k16 follows
 // resa::dot16_tensor_core bit for bit (bf16 and fp16, spread exponents, fp16 subnormals, zeros);
 // the packed hardware rounding of P (cuda::detail::pack_rn) equals the shared conversion on all
-// 2^32 inputs.
+// 2^32 inputs, and the kernels' exp2_nonpositive equals exp2_shared on all nonpositive inputs.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -89,6 +89,33 @@ TEST(GpuNumerics, PackedRoundingMatchesTheSharedConversion) {
   RESA_REQUIRE_GPU();
   check_pack_rn<bf16>();
   check_pack_rn<fp16>();
+}
+
+// exp2_nonpositive against exp2_shared on every nonpositive fp32 pattern (and +0): the same bits,
+// or NaN for NaN. Counts the differences and keeps the smallest differing pattern.
+__global__ void exp2_nonpositive_kernel(unsigned long long* mismatches, unsigned* first_bad) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  unsigned long long bad = 0;
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i <= (1ull << 31); i += stride) {
+    const uint32_t u = i == (1ull << 31) ? 0u : static_cast<uint32_t>(i) | 0x80000000u;
+    const float x = f32_from_bits(u);
+    const float got = exp2_nonpositive(x), want = exp2_shared(x);
+    if (is_nan(x) ? !is_nan(got) : f32_bits(got) != f32_bits(want)) {
+      ++bad;
+      atomicMin(first_bad, u);
+    }
+  }
+  if (bad) atomicAdd(mismatches, bad);
+}
+
+TEST(GpuNumerics, NonpositiveExp2MatchesTheSharedExp2) {
+  RESA_REQUIRE_GPU();
+  cuda::DeviceBuffer<unsigned long long> mismatches(std::vector<unsigned long long>{0});
+  cuda::DeviceBuffer<unsigned> first_bad(std::vector<unsigned>{0xffffffffu});
+  exp2_nonpositive_kernel<<<4096, 256>>>(mismatches.get(), first_bad.get());
+  RESA_CUDA_CHECK_LAUNCH("exp2_nonpositive_kernel");
+  EXPECT_EQ(mismatches.download()[0], 0u) << "of 2^31 + 1 inputs; the smallest differing pattern is 0x" << std::hex
+                                          << first_bad.download()[0];
 }
 
 template <class T>
