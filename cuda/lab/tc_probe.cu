@@ -2,7 +2,7 @@
 //
 // Runs mma.sync.m16n8k16 (bf16 and fp16 -> fp32) on random and adversarial inputs and counts, per
 // candidate model, how many outputs match bit for bit. The winner is what resa::dot16_tensor_core
-// implements; tests/gpu keeps checking it. Build: nvcc -std=c++20 -arch=sm_90a -I reference/include
+// implements; the probe exits 1 when that model misses any output, and tests/gpu keeps checking it. Build: nvcc -std=c++20 -arch=sm_90a -I reference/include
 // cuda/lab/tc_probe.cu -o tc_probe && ./tc_probe
 #include <cstdio>
 #include <algorithm>
@@ -109,6 +109,7 @@ int main() {
   CHECK(cudaMalloc(&dC, 128 * 4));
   CHECK(cudaMalloc(&dD, 128 * 4));
   std::mt19937_64 rng(12345);
+  long resa_misses = 0;  // outputs where resa::dot16_tensor_core differs from the card: exit 1
   for (int fp16 = 0; fp16 < 2; ++fp16) {
     std::vector<long> match(kModels, 0);
     long total = 0, resa_match = 0;
@@ -160,6 +161,7 @@ int main() {
     std::printf("%s: %ld outputs\n", fp16 ? "fp16" : "bf16", total);
     for (int m = 0; m < kModels; ++m) std::printf("  %-26s %ld matches\n", models[m].name, match[m]);
     std::printf("  resa::dot16_tensor_core   %ld matches\n", resa_match);
+    resa_misses += total - resa_match;
   }
   // Special values: zeros and signs.
   {
@@ -194,5 +196,10 @@ int main() {
     std::printf("nan-in -> %08x, inf-inf -> %08x, inf -> %08x\n", resa::f32_bits(D[0]),
                 resa::f32_bits(D[8]), resa::f32_bits(D[16]));
   }
+  if (resa_misses) {
+    std::printf("tc_probe: resa::dot16_tensor_core differs from this card on %ld outputs\n", resa_misses);
+    return 1;
+  }
+  std::printf("tc_probe: resa::dot16_tensor_core matches this card on every output\n");
   return 0;
 }

@@ -1,6 +1,6 @@
 // cuda/src/verify.cpp — the validation matrix: each CUDA kernel and the GPU ReSA step against the
 // CPU reference on identical inputs, compared bit for bit (DESIGN.md §3 test tiers 1 and 3):
-// lengths 1..300K (including L <= 256 and non-multiples of the block and split lengths), batch 1
+// lengths 1..600K (including L <= 256 and non-multiples of the block and split lengths), batch 1
 // and 3 with different lengths, GQA groups 1,2,4,6,7,8, head dims 64/128, bf16/fp16, normal /
 // spread / adversarial values, ratio 1/20, 1/10, 1/5 and 1, rectification chunks f in {1,8,32,64};
 // plus ratio 1 = dense, batch invariance, run-to-run repeats and CUDA-graph replay on the GPU.
@@ -508,6 +508,18 @@ SparseConfig sparse_config(int b, Fraction ratio, int n_min, int n_sink, int f) 
   return c;
 }
 
+// Calls f(i, d, g) for head dims 64 and 128 and every group size, i counting the calls; in quick
+// mode only the groups in quick_groups.
+template <class F>
+void for_each_head_shape(bool quick, std::initializer_list<int> quick_groups, F&& f) {
+  int i = 0;
+  for (int d : {64, 128})
+    for (int g : {1, 2, 4, 6, 7, 8}) {
+      if (quick && std::find(quick_groups.begin(), quick_groups.end(), g) == quick_groups.end()) continue;
+      f(i++, d, g);
+    }
+}
+
 }  // namespace
 
 VerifyReport run_validation_matrix(const VerifyOptions& opt) {
@@ -516,23 +528,17 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   VerifyReport report;
   Recorder rec{report, opt};
   uint64_t seed = opt.seed;
-  const int groups[] = {1, 2, 4, 6, 7, 8};
   const Fill fills[] = {Fill::Normal, Fill::Spread, Fill::Adversarial};
   const int chunks[] = {1, 8, 32, 64};
   // Dense decode and chunked attention over the shape matrix.
   std::vector<std::vector<int64_t>> length_sets = {{1}, {255, 256, 17}, {513, 1000, 64}, {4097}};
   if (opt.quick) length_sets = {{255, 17}, {1000}};
-  int i = 0;
-  for (int d : {64, 128})
-    for (int g : groups) {
-      if (opt.quick && g != 1 && g != 6 && g != 8) continue;
-      const Fill fill = fills[i % 3];
-      const auto& ls = length_sets[i % length_sets.size()];
-      const int hkv = 1 + i % 2;
-      verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fill, chunks[i % 4], seed++);
-      verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
-      ++i;
-    }
+  for_each_head_shape(opt.quick, {1, 6, 8}, [&](int i, int d, int g) {
+    const auto& ls = length_sets[i % length_sets.size()];
+    const int hkv = 1 + i % 2;
+    verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], chunks[i % 4], seed++);
+    verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
+  });
   if (!opt.quick) {
     // The two model shapes at longer lengths, rectification-sized chunks.
     verify_dense_and_chunk<bf16>(rec, {12, 2, 128}, {16384, 9999, 3}, Fill::Normal, 32, seed++);
@@ -545,20 +551,16 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   }
   // Descriptors, selection and block-sparse attention.
   const Fraction ratios[] = {{1, 20}, {1, 10}, {1, 5}, {1, 1}};
-  i = 0;
-  for (int d : {64, 128})
-    for (int g : groups) {
-      if (opt.quick && g != 4 && g != 7) continue;
-      const Fraction r = ratios[i % 4];
-      const int b = (i % 3 == 2) ? 64 : 16;
-      const std::vector<int64_t> ls = opt.quick ? std::vector<int64_t>{3000}
-                                                : (i % 2 ? std::vector<int64_t>{5000, 256, 4099} : std::vector<int64_t>{12345});
-      const int hkv = 1 + (i + 1) % 2;
-      verify_sparse<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], sparse_config(b, r, 16, i % 4 == 3 ? 2 : 0, 32),
-                          seed++, i % 5 == 1);
-      verify_sparse<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 2) % 3], sparse_config(b, r, 4, 0, 32), seed++, false);
-      ++i;
-    }
+  for_each_head_shape(opt.quick, {4, 7}, [&](int i, int d, int g) {
+    const Fraction r = ratios[i % 4];
+    const int b = (i % 3 == 2) ? 64 : 16;
+    const std::vector<int64_t> ls = opt.quick ? std::vector<int64_t>{3000}
+                                              : (i % 2 ? std::vector<int64_t>{5000, 256, 4099} : std::vector<int64_t>{12345});
+    const int hkv = 1 + (i + 1) % 2;
+    verify_sparse<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], sparse_config(b, r, 16, i % 4 == 3 ? 2 : 0, 32),
+                        seed++, i % 5 == 1);
+    verify_sparse<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 2) % 3], sparse_config(b, r, 4, 0, 32), seed++, false);
+  });
   if (!opt.quick && opt.long_context) {
     verify_sparse<bf16>(rec, {12, 2, 128}, {300000}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
     verify_sparse<bf16>(rec, {28, 4, 128}, {262144 + 9}, Fill::Normal, sparse_config(16, {1, 20}, 16, 0, 32), seed++, false);
