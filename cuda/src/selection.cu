@@ -1,10 +1,9 @@
 // cuda/src/selection.cu — block descriptors (range refresh, incremental update of the newest
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
 // spec): block_scores_kernel (pooled query, warp-order scores and rank keys, spread over many
-// CTAs; sequences of up to 1024 blocks are scored inside their top-k CTA instead) then
-// topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over the 64-bit
-// rank keys of resa::selection_key with their high words staged in shared memory, ascending
-// compaction by a CTA-wide scan). Nothing leaves the device.
+// CTAs) then topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over
+// the 64-bit rank keys of resa::selection_key with their high words staged in shared memory,
+// ascending compaction by a CTA-wide scan). Nothing leaves the device.
 // Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
@@ -79,97 +78,81 @@ __global__ void write_kv_chunk_kernel(const DeviceKv<T> kv, int n, const T* k, c
   kv.v[dst] = v[src];
 }
 
-// D/32 consecutive elements of one row (a descriptor or a query head) as a lane loads them.
-template <class T, int D>
-struct alignas(sizeof(T) * D / 32) LaneTerms {
-  static constexpr int kPerLane = D / 32;  // even: kPerLane / 2 32-bit words
-  uint32_t w[kPerLane / 2];
-  // Element i as a float: to_float, with bf16's shift written per half of the word.
-  __device__ float operator[](int i) const {
-    const uint32_t x = w[i / 2];
-    if constexpr (detail::MmaTraits<T>::kBf16) return __uint_as_float(i % 2 ? x & 0xffff0000u : x << 16);
-    return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
-  }
-};
-
-// Scores and rank keys of blocks [first, last) of (sequence b, KV head kvh), by the CTA's
-// `nwarps` warps: one warp per block, lane l sums its D/32 consecutive terms, then an XOR
-// butterfly. In each batch warp w takes blocks w + nwarps * j (j < kBlocksPerWarp) and issues
-// the loads of all of them before the first use; each lane pools its own D/32 query elements
-// while the first batch's loads are in flight, so there is no barrier.
-constexpr int kBlocksPerWarp = 8;
-template <class T, int D>
-__device__ void score_blocks(const SelectParams<T>& p, int b, int kvh, int M, int first, int last, int nwarps) {
-  using Terms = LaneTerms<T, D>;
-  constexpr int kPerLane = Terms::kPerLane;
-  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
-  const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
-  float qbar[kPerLane];
-#pragma unroll 1
-  for (int batch = first; batch < last; batch += kBlocksPerWarp * nwarps) {
-    Terms lo[kBlocksPerWarp], hi[kBlocksPerWarp];
-#pragma unroll
-    for (int j = 0; j < kBlocksPerWarp; ++j) {
-      const int blk = batch + warp + nwarps * j;
-      if (blk < last) {
-        const size_t o = (desc_head + blk) * D + lane * kPerLane;
-        lo[j] = *reinterpret_cast<const Terms*>(p.desc.kmin + o);
-        hi[j] = *reinterpret_cast<const Terms*>(p.desc.kmax + o);
-      }
-    }
-    if (batch == first) {
-      // Pooled query elements lane*kPerLane + i: sum over the group's heads in head order, then
-      // one division by g.
-      const T* q = p.q + (static_cast<size_t>(b) * p.n_q_heads + kvh * g) * D + lane * kPerLane;
-      const Terms q0 = *reinterpret_cast<const Terms*>(q);
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) qbar[i] = q0[i];
-      for (int h = 1; h < g; ++h) {
-        const Terms qh = *reinterpret_cast<const Terms*>(q + h * D);
-#pragma unroll
-        for (int i = 0; i < kPerLane; ++i) qbar[i] = add_rn(qbar[i], qh[i]);
-      }
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
-    }
-#pragma unroll
-    for (int j = 0; j < kBlocksPerWarp; ++j) {
-      const int blk = batch + warp + nwarps * j;
-      if (blk >= last) continue;  // the same for the whole warp
-      float acc = block_score_term(qbar[0], lo[j][0], hi[j][0]);
-#pragma unroll
-      for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term(qbar[i], lo[j][i], hi[j][i]));
-#pragma unroll
-      for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
-      if (lane == 0) {
-        const float score = canonicalize_nan(acc);
-        p.scores[desc_head + blk] = score;
-        p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
-      }
-    }
-  }
-}
-
-// Sequences with at most this many blocks are scored by their top-k CTA itself (one launch, and
-// 1024 blocks are 512 KB of descriptors per head at d = 128); longer ones by block_scores_kernel.
-constexpr int kTopkScoresBlocks = 1024;
-
-// The scores of sequences with more than kTopkScoresBlocks blocks, kBlocksPerCta per CTA.
+// Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head):
+// one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly. Warp w
+// takes blocks first + w + kScoreWarps * j (j < kBlocksPerWarp) and issues the loads of all of
+// them before the first use; each lane pools its own D/32 query elements, so a CTA has no
+// barrier and its only wait is one round trip to memory.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
+constexpr int kBlocksPerWarp = 8;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
 // Four CTAs per SM (64 registers); fp16's software conversion needs more registers than that.
 template <class T>
 constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
 template <class T, int D>
 __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_scores_kernel(const SelectParams<T> p) {
+  constexpr int kPerLane = D / 32;  // even: the lane's elements are kPerLane / 2 32-bit words
+  struct alignas(sizeof(T) * kPerLane) LaneTerms {
+    uint32_t w[kPerLane / 2];
+    // Element i as a float: to_float, with bf16's shift written per half of the word.
+    __device__ float operator[](int i) const {
+      const uint32_t x = w[i / 2];
+      if constexpr (detail::MmaTraits<T>::kBf16) return __uint_as_float(i % 2 ? x & 0xffff0000u : x << 16);
+      return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
+    }
+  };
   const int kvh = blockIdx.y, b = blockIdx.z;
-  const int M = (p.kv.length[b] + p.cfg.block_size - 1) / p.cfg.block_size;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int M = (L + p.cfg.block_size - 1) / p.cfg.block_size;
   const int first = blockIdx.x * kBlocksPerCta;
-  if (M <= kTopkScoresBlocks || first >= M) return;
-  score_blocks<T, D>(p, b, kvh, M, first, min(M, first + kBlocksPerCta), kScoreWarps);
+  if (first >= M) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
+  const int last = min(M, first + kBlocksPerCta);
+  LaneTerms lo[kBlocksPerWarp], hi[kBlocksPerWarp];
+#pragma unroll
+  for (int j = 0; j < kBlocksPerWarp; ++j) {
+    const int blk = first + warp + kScoreWarps * j;
+    if (blk < last) {
+      const size_t o = (desc_head + blk) * D + lane * kPerLane;
+      lo[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmin + o);
+      hi[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmax + o);
+    }
+  }
+  // Pooled query elements lane*kPerLane + i: sum over the group's heads in head order, then one
+  // division by g.
+  float qbar[kPerLane];
+  {
+    const T* q = p.q + (static_cast<size_t>(b) * p.n_q_heads + kvh * g) * D + lane * kPerLane;
+    const LaneTerms q0 = *reinterpret_cast<const LaneTerms*>(q);
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) qbar[i] = q0[i];
+    for (int h = 1; h < g; ++h) {
+      const LaneTerms qh = *reinterpret_cast<const LaneTerms*>(q + h * D);
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) qbar[i] = add_rn(qbar[i], qh[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
+  }
+  const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
+#pragma unroll
+  for (int j = 0; j < kBlocksPerWarp; ++j) {
+    const int blk = first + warp + kScoreWarps * j;
+    if (blk >= last) continue;  // the same for the whole warp
+    float acc = block_score_term(qbar[0], lo[j][0], hi[j][0]);
+#pragma unroll
+    for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term(qbar[i], lo[j][i], hi[j][i]));
+#pragma unroll
+    for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
+    if (lane == 0) {
+      const float score = canonicalize_nan(acc);
+      p.scores[desc_head + blk] = score;
+      p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
+    }
+  }
 }
 
 // Inclusive sum of x over the lanes of a warp.
@@ -192,8 +175,10 @@ constexpr int kSelectThreads = 1024;
 constexpr int kSelectWarps = kSelectThreads / 32;
 constexpr int kTopkSmemKeys = 32768;  // high words staged in shared memory up to this M (128 KB)
 static_assert(kSelectThreads == 1024, "topk_kernel: one thread per radix bin (256) and per (round, warp) of a compaction chunk");
-template <class T, int D>
-__global__ void __launch_bounds__(kSelectThreads) topk_kernel(const SelectParams<T> p, int smem_keys) {
+__global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* length, int n_kv_heads, int max_blocks,
+                                                              SparseConfig cfg, const uint64_t* all_keys,
+                                                              int32_t* all_blocks, int32_t* n_blocks, int max_selected,
+                                                              int smem_keys) {
   extern __shared__ uint32_t staged_hi[];
   __shared__ unsigned hist[256];
   __shared__ int warp_sums[kSelectWarps];
@@ -203,15 +188,11 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const SelectParams
   __shared__ int remaining_s;
   __shared__ int done_s;
   const int kvh = blockIdx.x, b = blockIdx.y;
-  const SparseConfig& cfg = p.cfg;
-  const int M = (p.kv.length[b] + cfg.block_size - 1) / cfg.block_size;
-  const int slot = b * p.kv.n_kv_heads + kvh;
-  const uint64_t* keys = p.keys + static_cast<size_t>(slot) * p.desc.max_blocks;
+  const int L = length[b];
+  const int M = (L + cfg.block_size - 1) / cfg.block_size;
+  const int slot = b * n_kv_heads + kvh;
+  const uint64_t* keys = all_keys + static_cast<size_t>(slot) * max_blocks;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (M <= kTopkScoresBlocks) {
-    score_blocks<T, D>(p, b, kvh, M, 0, M, kSelectWarps);
-    __syncthreads();  // the keys this CTA wrote (global memory) are visible to all of it
-  }
 
   // Where the high words are: word 1 of each little-endian 64-bit key, or the staged copy.
   const uint32_t* hi_words = reinterpret_cast<const uint32_t*>(keys) + 1;
@@ -298,7 +279,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const SelectParams
   // i % 1024, so ascending order is (round, warp, lane). Per chunk of up to 32 rounds: each warp
   // counts its taken keys per round, one CTA-wide exclusive scan over the (round, warp) counts
   // (thread t holds entry t) gives every warp's output offset, and a second visit writes.
-  int32_t* out = p.blocks + static_cast<size_t>(slot) * p.max_selected;
+  int32_t* out = all_blocks + static_cast<size_t>(slot) * max_selected;
   const unsigned lanes_below = (1u << lane) - 1u;
   const int rounds = (M + kSelectThreads - 1) / kSelectThreads;
   int base = 0;
@@ -333,7 +314,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const SelectParams
     base += chunk_total;
     __syncthreads();  // chunk_offsets, warp_sums and chunk_total are reused by the next chunk
   }
-  if (threadIdx.x == 0) p.n_blocks[slot] = base;
+  if (threadIdx.x == 0) n_blocks[slot] = base;
 }
 
 }  // namespace
@@ -385,27 +366,21 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
                           " < " + std::to_string(need) + " needed at capacity " + std::to_string(p.kv.capacity));
   if (!p.q || !p.scores || !p.keys || !p.blocks || !p.n_blocks || !p.desc.kmin || !p.desc.kmax)
     throw InvalidArgument("cuda::select_blocks: a device pointer is null");
-  // Scores: block_scores_kernel for sequences of more than kTopkScoresBlocks blocks (none when
-  // the capacity has fewer), the top-k CTA itself for the others.
-  if (p.desc.max_blocks > kTopkScoresBlocks) {
-    const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
-    if (p.kv.head_dim == 128)
-      block_scores_kernel<T, 128><<<score_grid, kScoreThreads, 0, stream>>>(p);
-    else
-      block_scores_kernel<T, 64><<<score_grid, kScoreThreads, 0, stream>>>(p);
-    RESA_CUDA_CHECK_LAUNCH("block_scores_kernel");
-  }
+  const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
+  if (p.kv.head_dim == 128)
+    block_scores_kernel<T, 128><<<score_grid, kScoreThreads, 0, stream>>>(p);
+  else
+    block_scores_kernel<T, 64><<<score_grid, kScoreThreads, 0, stream>>>(p);
+  RESA_CUDA_CHECK_LAUNCH("block_scores_kernel");
   const int smem_keys = std::min(p.desc.max_blocks, kTopkSmemKeys);
-  auto topk = p.kv.head_dim == 128 ? topk_kernel<T, 128> : topk_kernel<T, 64>;
-  static bool configured = false;  // per template instance; the shared-memory attribute is per function
+  static bool configured = false;  // the shared-memory attribute is per function
   if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
     configured = true;
   }
-  topk<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t), stream>>>(p, smem_keys);
+  topk_kernel<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t), stream>>>(
+      p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected, smem_keys);
   RESA_CUDA_CHECK_LAUNCH("topk_kernel");
 }
 
