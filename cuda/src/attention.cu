@@ -248,7 +248,8 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
       detail::wgmma_wait_all();
       detail::fence_fragments(s);
       // Online softmax per row. Keys at or past a row's limit score -inf; a tile that lies below
-      // every row's limit (all but the last tiles of a causal chunk) skips those compares.
+      // every row's limit (all but the last tiles of a causal chunk) takes a loop without the
+      // per-key index compares (the test is the same for the whole warpgroup).
       const bool unmasked = t0 + kKeyTile <= wg_first_limit;
       bool active[2];
       float alpha[2];
@@ -256,15 +257,32 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
       for (int h = 0; h < 2; ++h) {
         active[h] = t0 < limit[h];
         float mx = m[h];
+        if (unmasked) {
+          // Four running maxima over consecutive quarters of the thread's 16 keys, combined left
+          // to right: the same value as one scan from the left (the leftmost maximum: ties keep
+          // the earlier value, NaN scores are ignored, no partial is NaN), with four short
+          // dependency chains instead of one long one.
+          float part[4] = {mx, neg_inf(), neg_inf(), neg_inf()};
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+          for (int j = 0; j < 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int idx = t0 + 8 * j + 2 * tq + e;
-            const float t = unmasked || idx < limit[h] ? mul_rn(s[j][2 * h + e], p.schedule.scale_log2) : neg_inf();
-            s[j][2 * h + e] = t;
-            mx = max_ignore_nan(mx, t);
-          }
+            for (int e = 0; e < 2; ++e) {
+              const float t = mul_rn(s[j][2 * h + e], p.schedule.scale_log2);
+              s[j][2 * h + e] = t;
+              part[j / 2] = max_ignore_nan(part[j / 2], t);
+            }
+          mx = max_ignore_nan(max_ignore_nan(max_ignore_nan(part[0], part[1]), part[2]), part[3]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int idx = t0 + 8 * j + 2 * tq + e;
+              const float t = idx < limit[h] ? mul_rn(s[j][2 * h + e], p.schedule.scale_log2) : neg_inf();
+              s[j][2 * h + e] = t;
+              mx = max_ignore_nan(mx, t);
+            }
+        }
         mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = max_ignore_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         alpha[h] = softmax_rescale_np(m[h], mx);
