@@ -237,7 +237,13 @@ RESA_HD float round_through(float x) {
 // code has no branches and the many exps of one thread interleave (with early returns each exp
 // was its own basic block, issued one dependent FMA at a time). Outside the domain the path's
 // intermediates are discarded; they involve only IEEE arithmetic and unsigned integer wrap.
-RESA_HD float exp2_shared(float x) {
+// The part both exp2 functions share: n = rint(x) as the integer ni (modulo 2^32) from the add
+// of 1.5 * 2^23, and 2^r for r = x - n by the polynomial.
+struct Exp2Parts {
+  uint32_t ni;
+  float p;
+};
+RESA_HD Exp2Parts exp2_parts(float x) {
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
   const float shifted = add_rn(x, kRoundMagic);
   const float n = sub_rn(shifted, kRoundMagic);
@@ -250,10 +256,14 @@ RESA_HD float exp2_shared(float x) {
   p = fma_rn(p, r, 2.4022650695910071e-01f);
   p = fma_rn(p, r, 6.9314718055994531e-01f);
   p = fma_rn(p, r, 1.0f);
+  return {f32_bits(shifted) - f32_bits(kRoundMagic), p};
+}
+
+RESA_HD float exp2_shared(float x) {
+  const Exp2Parts e = exp2_parts(x);
   // In the domain: p in [0.7071, 1.4143]; n in [-125, 128]; the biased exponent stays in [1, 254]
   // (for n = 128, r < 0 so p < 1).
-  const uint32_t ni = f32_bits(shifted) - f32_bits(kRoundMagic);  // n modulo 2^32
-  float y = f32_from_bits(f32_bits(p) + (ni << 23));
+  float y = f32_from_bits(f32_bits(e.p) + (e.ni << 23));
   y = x < -125.0f ? 0.0f : y;
   y = x >= 128.0f ? pos_inf() : y;
   return is_nan(x) ? canonical_nan() : y;
@@ -268,20 +278,8 @@ RESA_HD float exp2_shared(float x) {
 // exp2_shared. The kernels use it; the reference keeps exp2_shared (tests/test_numerics.cpp and the
 // GPU test GpuNumerics.NonpositiveExp2MatchesTheSharedExp2 compare the two).
 RESA_HD float exp2_nonpositive(float x) {
-  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
-  const float shifted = add_rn(x, kRoundMagic);
-  const float n = sub_rn(shifted, kRoundMagic);
-  const float r = sub_rn(x, n);
-  float p = 1.5252733804059840e-05f;
-  p = fma_rn(p, r, 1.5403530393381608e-04f);
-  p = fma_rn(p, r, 1.3333558146428443e-03f);
-  p = fma_rn(p, r, 9.6181291076284772e-03f);
-  p = fma_rn(p, r, 5.5504108664821580e-02f);
-  p = fma_rn(p, r, 2.4022650695910071e-01f);
-  p = fma_rn(p, r, 6.9314718055994531e-01f);
-  p = fma_rn(p, r, 1.0f);
-  const uint32_t ni = f32_bits(shifted) - f32_bits(kRoundMagic);  // n modulo 2^32
-  const float y = mul_rn(p, f32_from_bits((ni + 127u) << 23));    // p * 2^n
+  const Exp2Parts e = exp2_parts(x);
+  const float y = mul_rn(e.p, f32_from_bits((e.ni + 127u) << 23));  // p * 2^n
   return x < -125.0f ? 0.0f : y;
 }
 
