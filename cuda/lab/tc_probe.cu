@@ -2,8 +2,9 @@
 //
 // Runs mma.sync.m16n8k16 (bf16 and fp16 -> fp32) on random and adversarial inputs and counts, per
 // candidate model, how many outputs match bit for bit. The winner is what resa::dot16_tensor_core
-// implements; the probe exits 1 when that model misses any output, and tests/gpu keeps checking it. Build: nvcc -std=c++20 -arch=sm_90a -I reference/include
-// cuda/lab/tc_probe.cu -o tc_probe && ./tc_probe
+// implements; the probe exits 1 when that model misses any output, and tests/gpu keeps checking
+// it. Build: nvcc -std=c++20 -arch=sm_90a -I reference/include cuda/lab/tc_probe.cu -o tc_probe
+// && ./tc_probe
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
