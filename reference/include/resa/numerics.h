@@ -224,19 +224,6 @@ RESA_HD float round_through(float x) {
 }
 
 // -------------------------------------------------------------------- exp2
-// 2^x from FMAs, one round-to-integer and an exponent add; identical bits on host and device.
-// Domain: NaN -> canonical NaN; x >= 128 -> +Inf; x < -125 -> +0 (results below 2^-125 are
-// dropped, so no subnormal is ever produced); otherwise a normal number within 2 ulp of 2^x.
-// Method: n = rint(x), r = x - n in [-1/2, 1/2] (exact), 2^r by the degree-7 Taylor polynomial of
-// e^(r ln 2) in Horner form (truncation error < 5e-9), then n is added to the exponent field.
-// rint is one add of 1.5 * 2^23: for |x| < 2^22 the sum lies in [2^23, 2^24), where the ulp is 1,
-// so round-to-nearest-even leaves exactly 1.5 * 2^23 + rint(x) (1.5 * 2^23 is even), and n is the
-// difference of the bit patterns. Plain fp32 adds and integer ops: no conversion instruction, which
-// on the GPU runs at a fraction of the FMA rate.
-// The polynomial path runs for every x and the domain cases are selected at the end, so the GPU
-// code has no branches and the many exps of one thread interleave (with early returns each exp
-// was its own basic block, issued one dependent FMA at a time). Outside the domain the path's
-// intermediates are discarded; they involve only IEEE arithmetic and unsigned integer wrap.
 // The part both exp2 functions share: n = rint(x) as the integer ni (modulo 2^32) from the add
 // of 1.5 * 2^23, and 2^r for r = x - n by the polynomial.
 struct Exp2Parts {
@@ -259,6 +246,19 @@ RESA_HD Exp2Parts exp2_parts(float x) {
   return {f32_bits(shifted) - f32_bits(kRoundMagic), p};
 }
 
+// 2^x from FMAs, one round-to-integer and an exponent add; identical bits on host and device.
+// Domain: NaN -> canonical NaN; x >= 128 -> +Inf; x < -125 -> +0 (results below 2^-125 are
+// dropped, so no subnormal is ever produced); otherwise a normal number within 2 ulp of 2^x.
+// Method: n = rint(x), r = x - n in [-1/2, 1/2] (exact), 2^r by the degree-7 Taylor polynomial of
+// e^(r ln 2) in Horner form (truncation error < 5e-9), then n is added to the exponent field.
+// rint is one add of 1.5 * 2^23: for |x| < 2^22 the sum lies in [2^23, 2^24), where the ulp is 1,
+// so round-to-nearest-even leaves exactly 1.5 * 2^23 + rint(x) (1.5 * 2^23 is even), and n is the
+// difference of the bit patterns. Plain fp32 adds and integer ops: no conversion instruction, which
+// on the GPU runs at a fraction of the FMA rate.
+// The polynomial path runs for every x and the domain cases are selected at the end, so the GPU
+// code has no branches and the many exps of one thread interleave (with early returns each exp
+// was its own basic block, issued one dependent FMA at a time). Outside the domain the path's
+// intermediates are discarded; they involve only IEEE arithmetic and unsigned integer wrap.
 RESA_HD float exp2_shared(float x) {
   const Exp2Parts e = exp2_parts(x);
   // In the domain: p in [0.7071, 1.4143]; n in [-125, 128]; the biased exponent stays in [1, 254]
