@@ -32,12 +32,27 @@ start=$(date +%s)
   nvcc --version | tail -1
 } | tee "$OUT/machine.txt"
 
-mkdir -p $build
-cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
-cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu tc_probe wgmma_probe >"$build/build.log" 2>&1 ||
-  { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
-echo "build: ok ($(( $(date +%s) - start )) s)"
+# The C++/CUDA build, unless the only stage is train (PyTorch alone).
+if [ "${stages[*]}" != train ]; then
+  mkdir -p $build
+  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
+  cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu tc_probe wgmma_probe >"$build/build.log" 2>&1 ||
+    { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
+  echo "build: ok ($(( $(date +%s) - start )) s)"
+fi
+
+# The gpu-labelled tests and the full verify; each writes its log and prints its summary.
+run_tests() {
+  (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1; local r=$?
+  grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15
+  return $r
+}
+run_verify() {
+  $build/cli/resa verify -v >"$OUT/verify.log" 2>&1; local r=$?
+  grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40
+  return $r
+}
 
 rc=0
 for s in "${stages[@]}"; do
@@ -45,19 +60,13 @@ for s in "${stages[@]}"; do
     probe)
       { $build/cuda/tc_probe && $build/cuda/wgmma_probe; } >"$OUT/probe.log" 2>&1 || rc=1
       tail -8 "$OUT/probe.log" ;;
-    tests)
-      (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1 || rc=1
-      grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15 ;;
-    verify)
-      $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1
-      grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40 ;;
+    tests) run_tests || rc=1 ;;
+    verify) run_verify || rc=1 ;;
     checks)
-      (cd $build && ctest -L gpu --output-on-failure --timeout 1500) >"$OUT/tests.log" 2>&1 &
-      tests_pid=$!
-      $build/cli/resa verify -v >"$OUT/verify.log" 2>&1 || rc=1
+      run_tests >"$OUT/.tests_summary" & tests_pid=$!
+      run_verify || rc=1
       wait $tests_pid || rc=1
-      grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15
-      grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40 ;;
+      cat "$OUT/.tests_summary"; rm -f "$OUT/.tests_summary" ;;
     sanitize)
       : >"$OUT/sanitizer.log"
       for tool in memcheck racecheck initcheck synccheck; do
