@@ -10,9 +10,9 @@
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
-#   train     retrains models/resa-byte-qwen2 with its card's settings into $OUT/model (needs
-#             data/corpus from scripts/prepare_corpus.py, carried; run it alone: its 6 model files
-#             and 2 logs fill the 8 files that come back)
+#   train     retrains models/resa-byte-qwen2 into $OUT/model (train_model.py's defaults are its
+#             settings; needs data/corpus from scripts/prepare_corpus.py, carried; run it alone: it
+#             skips the C++ build, and its 6 model files and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
 #        bash scripts/gpu_validate.sh probe bench checks sanitize   (one device call, ~6 min)
@@ -81,8 +81,7 @@ for s in "${stages[@]}"; do
       python3 scripts/bench_peers.py --flex --json "$OUT/peers.json" >>"$OUT/bench.log" 2>&1 || echo "peers: failed (see bench.log)"
       tail -60 "$OUT/bench.log" ;;
     train)
-      PYTHONUNBUFFERED=1 python3 scripts/train_model.py --out "$OUT/model" --steps 3600 --lr 2e-3 --warmup 200 \
-        --eval-every 300 --log-every 20 --reference-logits 512 >"$OUT/model_training.log" 2>&1 || rc=1
+      PYTHONUNBUFFERED=1 python3 scripts/train_model.py --out "$OUT/model" >"$OUT/model_training.log" 2>&1 || rc=1
       grep -E "held-out|^\{" "$OUT/model_training.log" ;;
     record)
       python3 scripts/write_validation_record.py --commit "$(git -c safe.directory='*' rev-parse HEAD 2>/dev/null || echo unknown)" --dest "$OUT/record" "$OUT" || rc=1 ;;

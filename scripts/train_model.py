@@ -21,13 +21,13 @@ Outputs in --out: config.json + model.safetensors (bf16, save_pretrained), gener
 training_log.csv (step, tokens, loss, lr, grad norm, time, throughput, periodic held-out bits per
 byte), eval.json (held-out bits per byte of the saved bf16 checkpoint over all of heldout.bin in
 non-overlapping 4096-token windows, excluding <|endoftext|> targets, beside the corpus's byte
-bigram/unigram baselines; the settings, versions and step count of the run) and, with
---reference-logits, reference_logits.safetensors: the logits of the saved checkpoint, computed by
+bigram/unigram baselines; the settings, versions and step count of the run) and, unless
+--reference-logits 0, reference_logits.safetensors: the logits of the saved checkpoint, computed by
 transformers in float64 with eager attention, on the first N bytes of a held-out document (the
 simulator's test compares its own logits with these).
 
-Usage (GPU machine):
-  python3 scripts/train_model.py --corpus data/corpus --out models/resa-byte-qwen2 --steps 1600
+Usage (GPU machine; the defaults are the shipped model's settings, models/resa-byte-qwen2/README.md):
+  python3 scripts/train_model.py --corpus data/corpus --out models/resa-byte-qwen2
   python3 scripts/train_model.py --smoke ...   # 2 layers, seq 512, 20 steps: checks the pipeline
 """
 import argparse
@@ -131,11 +131,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="data/corpus")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--steps", type=int, default=3600)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=4096)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hidden", type=int, default=384)
@@ -145,14 +145,15 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=1)
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--eval-every", type=int, default=200, help="held-out bits per byte on 64 windows")
-    ap.add_argument("--reference-logits", type=int, default=0, metavar="N",
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=300, help="held-out bits per byte on 64 windows")
+    ap.add_argument("--reference-logits", type=int, default=512, metavar="N",
                     help="also write the float64 transformers logits of N held-out bytes")
     ap.add_argument("--smoke", action="store_true", help="2 layers, seq 512, 20 steps, tiny eval")
     args = ap.parse_args()
     if args.smoke:
         args.layers, args.seq, args.steps, args.warmup, args.eval_every = 2, 512, 20, 5, 10
+        args.reference_logits = 0
     if not torch.cuda.is_available():
         sys.exit("train_model: no CUDA device; training runs on the GPU machine (scripts/gpu_validate.sh train)")
     from transformers import Qwen2ForCausalLM
