@@ -149,7 +149,7 @@ const char* kFormat = "resa-study/1";
 
 struct Accum {
   double k_sum = 0, k_max = 0, v_sum = 0, v_max = 0, attn_sum = 0, hidden_sum = 0, kl_sum = 0, kl_max = 0;
-  double nll_sum = 0, recall_sum = 0, bytes = 0, dense_bytes = 0;
+  double nll_sum = 0, dense_nll_sum = 0, recall_sum = 0, bytes = 0, dense_bytes = 0;
   int64_t n_k = 0, n_attn = 0, n_rec = 0, top1 = 0, steps = 0, rect = 0;
 };
 
@@ -224,9 +224,13 @@ class RunWriter {
     }
   }
 
-  void add(int64_t step, const StepMetrics& m, double dense_bytes) {
+  // Appends one step's data; a step where the run follows dense (its_own false) is kept in the
+  // per-step data but left out of the summary. dense_bytes and dense_nll are the dense run's.
+  void add(int64_t step, const StepMetrics& m, bool its_own, double dense_bytes, double dense_nll) {
     buf_.push_back(m);
     steps_.push_back(step);
+    if (buf_.size() >= chunk_) flush();
+    if (!its_own) return;
     Accum& a = acc_;
     for (size_t i = 0; i < m.k_err.size(); ++i) {
       a.k_sum += m.k_err[i], a.v_sum += m.v_err[i];
@@ -236,11 +240,10 @@ class RunWriter {
     for (size_t i = 0; i < m.attn_err.size(); ++i) a.attn_sum += m.attn_err[i], a.recall_sum += m.recall[i];
     a.n_attn += static_cast<int64_t>(m.attn_err.size());
     a.hidden_sum += m.hidden_err.back();
-    a.kl_sum += m.kl, a.kl_max = std::max(a.kl_max, m.kl), a.nll_sum += m.nll;
+    a.kl_sum += m.kl, a.kl_max = std::max(a.kl_max, m.kl), a.nll_sum += m.nll, a.dense_nll_sum += dense_nll;
     a.top1 += m.top1_agree, a.rect += m.rectified, ++a.steps;
     for (double b : m.bytes_read) a.bytes += b;
     a.dense_bytes += dense_bytes;
-    if (buf_.size() >= chunk_) flush();
   }
 
   void flush() {
@@ -299,6 +302,7 @@ class RunWriter {
     s.kl_mean = a.kl_sum / st, s.kl_max = a.kl_max;
     s.top1_agreement = static_cast<double>(a.top1) / st;
     s.nll_mean = a.nll_sum / st, s.ppl = std::exp(s.nll_mean);
+    s.nll_delta = (a.nll_sum - a.dense_nll_sum) / st;
     s.bytes_rel = a.dense_bytes > 0 ? a.bytes / a.dense_bytes : 0;
     s.cost_model = spec_.mode == DecodeMode::Dense ? 1.0 : cost_model_fraction(spec_.sparse);
     s.seconds = seconds;
@@ -314,7 +318,7 @@ class RunWriter {
     return {{"k_err_mean", s.k_err_mean}, {"k_err_max", s.k_err_max}, {"v_err_mean", s.v_err_mean},
             {"v_err_max", s.v_err_max}, {"attn_err_mean", s.attn_err_mean}, {"hidden_err_mean", s.hidden_err_mean},
             {"kl_mean", s.kl_mean}, {"kl_max", s.kl_max}, {"top1_agreement", s.top1_agreement},
-            {"nll_mean", s.nll_mean}, {"ppl", s.ppl}, {"recall_mean", s.recall_mean}, {"bytes_rel", s.bytes_rel},
+            {"nll_mean", s.nll_mean}, {"nll_delta", s.nll_delta}, {"ppl", s.ppl}, {"recall_mean", s.recall_mean}, {"bytes_rel", s.bytes_rel},
             {"cost_model", s.cost_model}, {"seconds", s.seconds}};
   }
 
@@ -353,6 +357,7 @@ RunSummary read_run_summary(hid_t runs, const std::string& name) {
     else if (k == "kl_max") s.kl_max = x;
     else if (k == "top1_agreement") s.top1_agreement = x;
     else if (k == "nll_mean") s.nll_mean = x;
+    else if (k == "nll_delta") s.nll_delta = x;
     else if (k == "ppl") s.ppl = x;
     else if (k == "recall_mean") s.recall_mean = x;
     else if (k == "bytes_rel") s.bytes_rel = x;
@@ -368,7 +373,7 @@ struct SummaryRecord {
   char name[kMaxRunName + 1], mode[16], ratio[32];
   int64_t b, n_min, n_local, n_sink, f, steps, rectifications;
   double k_err_mean, k_err_max, v_err_mean, v_err_max, attn_err_mean, hidden_err_mean, kl_mean, kl_max,
-      top1_agreement, nll_mean, ppl, recall_mean, bytes_rel, cost_model, seconds;
+      top1_agreement, nll_mean, nll_delta, ppl, recall_mean, bytes_rel, cost_model, seconds;
 };
 
 h5::Id summary_type() {
@@ -381,7 +386,7 @@ h5::Id summary_type() {
   RESA_I64(b) RESA_I64(n_min) RESA_I64(n_local) RESA_I64(n_sink) RESA_I64(f) RESA_I64(steps) RESA_I64(rectifications)
   RESA_F64(k_err_mean) RESA_F64(k_err_max) RESA_F64(v_err_mean) RESA_F64(v_err_max) RESA_F64(attn_err_mean)
   RESA_F64(hidden_err_mean) RESA_F64(kl_mean) RESA_F64(kl_max) RESA_F64(top1_agreement) RESA_F64(nll_mean)
-  RESA_F64(ppl) RESA_F64(recall_mean) RESA_F64(bytes_rel) RESA_F64(cost_model) RESA_F64(seconds)
+  RESA_F64(nll_delta) RESA_F64(ppl) RESA_F64(recall_mean) RESA_F64(bytes_rel) RESA_F64(cost_model) RESA_F64(seconds)
 #undef RESA_I64
 #undef RESA_F64
   return t;
@@ -401,7 +406,8 @@ void write_summary_table(hid_t file, const std::vector<RunSummary>& rows) {
     r.rectifications = s.rectifications;
     r.k_err_mean = s.k_err_mean, r.k_err_max = s.k_err_max, r.v_err_mean = s.v_err_mean, r.v_err_max = s.v_err_max;
     r.attn_err_mean = s.attn_err_mean, r.hidden_err_mean = s.hidden_err_mean, r.kl_mean = s.kl_mean;
-    r.kl_max = s.kl_max, r.top1_agreement = s.top1_agreement, r.nll_mean = s.nll_mean, r.ppl = s.ppl;
+    r.kl_max = s.kl_max, r.top1_agreement = s.top1_agreement, r.nll_mean = s.nll_mean, r.nll_delta = s.nll_delta;
+    r.ppl = s.ppl;
     r.recall_mean = s.recall_mean, r.bytes_rel = s.bytes_rel, r.cost_model = s.cost_model, r.seconds = s.seconds;
   }
   h5::Id t = summary_type();
@@ -463,9 +469,11 @@ struct StudyRunner {
       const int32_t target = stream[static_cast<size_t>(P + s + 1)];
       double dense_bytes = 0;
       for (double b : ls.observation(0).bytes_read) dense_bytes += b;
+      const double dense_nll = nll(ls.observation(0).logits.data(), mc.vocab_size, target);
       for (int r = 0; r < ls.n_runs(); ++r)
         if (writers[static_cast<size_t>(r)])
-          writers[static_cast<size_t>(r)]->add(s, step_metrics(ls, r, token, target), dense_bytes);
+          writers[static_cast<size_t>(r)]->add(s, step_metrics(ls, r, token, target), !ls.follows_dense(r),
+                                               dense_bytes, dense_nll);
       ++steps_done_total;
       if ((s + 1) % cfg.chunk_steps == 0) h5::flush(file);
       prog.step = s + 1;
@@ -700,7 +708,8 @@ std::vector<RunSummary> StudyReader::summary() const {
     s.rectifications = r.rectifications, s.k_err_mean = r.k_err_mean, s.k_err_max = r.k_err_max;
     s.v_err_mean = r.v_err_mean, s.v_err_max = r.v_err_max, s.attn_err_mean = r.attn_err_mean;
     s.hidden_err_mean = r.hidden_err_mean, s.kl_mean = r.kl_mean, s.kl_max = r.kl_max;
-    s.top1_agreement = r.top1_agreement, s.nll_mean = r.nll_mean, s.ppl = r.ppl, s.recall_mean = r.recall_mean;
+    s.top1_agreement = r.top1_agreement, s.nll_mean = r.nll_mean, s.nll_delta = r.nll_delta, s.ppl = r.ppl;
+    s.recall_mean = r.recall_mean;
     s.bytes_rel = r.bytes_rel, s.cost_model = r.cost_model, s.seconds = r.seconds;
     out.push_back(s);
   }

@@ -353,28 +353,27 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
   std::map<std::string, analysis::RunSummary> by_name;
   for (const auto& s : summary) by_name[s.name] = s;
   if (!by_name.count("dense")) throw std::runtime_error("shard " + shard + " has no dense run");
-  const double dense_nll = by_name["dense"].nll_mean;
   h5::Id src = h5::open_file(shard, false);
   h5::Id src_runs = h5::open_group(src, "runs");
   std::vector<SweepRow> rows;
-  auto add = [&](const std::string& run_name, const std::string& key, const std::string& mode, const SparseConfig* cfg,
-                 int last_steps) {
+  // One row: the shard's dense run (c null) or combination c's run.
+  auto add = [&](const std::string& run_name, const std::string& key, const Combination* c) {
     auto it = by_name.find(run_name);
     if (it == by_name.end()) throw std::runtime_error("shard " + shard + " lacks run " + run_name);
     const analysis::RunSummary& s = it->second;
     SweepRow r;
     r.key = key;
-    r.mode = mode;
+    r.mode = s.mode;
     r.seed = seed;
-    r.last = last_steps;
-    if (cfg) {
-      r.b = cfg->block_size;
-      r.ratio = cfg->ratio.str();
-      r.n_min = cfg->n_min;
-      r.n_local = cfg->n_local;
-      r.n_sink = cfg->n_sink;
-      r.f = cfg->rectify_every;
-      r.cost_model = cost_model_fraction(*cfg);
+    if (c) {
+      r.last = c->last;
+      r.b = c->cfg.block_size;
+      r.ratio = c->cfg.ratio.str();
+      r.n_min = c->cfg.n_min;
+      r.n_local = c->cfg.n_local;
+      r.n_sink = c->cfg.n_sink;
+      r.f = c->cfg.rectify_every;
+      r.cost_model = cost_model_fraction(c->cfg);
     } else {
       r.ratio = "1/1";
       r.cost_model = 1.0;
@@ -389,7 +388,7 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
     r.v_err_mean = s.v_err_mean;
     r.kl_mean = s.kl_mean;
     r.top1_agreement = s.top1_agreement;
-    r.nll_delta = s.nll_mean - dense_nll;
+    r.nll_delta = s.nll_delta;  // over the steps the run decodes itself, against dense on the same steps
     r.recall_mean = s.recall_mean;
     r.bytes_rel = s.bytes_rel;
     r.rectifications = s.rectifications;
@@ -400,9 +399,9 @@ std::vector<SweepRow> merge_shard(const std::string& shard, uint64_t seed, const
     h5::set_attr(g, "shard_run", run_name);
     rows.push_back(r);
   };
-  add("dense", "dense_s" + std::to_string(seed), "dense", nullptr, 0);
+  add("dense", "dense_s" + std::to_string(seed), nullptr);
   for (const Combination& c : combos)
-    if (c.seed == seed) add(c.key, c.key, c.cfg.rectify_every == 0 ? "sparse" : "resa", &c.cfg, c.last);
+    if (c.seed == seed) add(c.key, c.key, &c);
   return rows;
 }
 

@@ -109,6 +109,42 @@ TEST(Study, WritesTheDocumentedLayoutAndReadsItBack) {
   EXPECT_FALSE(format_summary(summary).empty());
 }
 
+// A run with last = x keeps every step in its per-step data (following dense before its start),
+// but its summary covers only the x steps it decodes itself: steps = x, the means over those
+// steps, and nll_delta against dense's NLL on the same steps (checked against the per-step data).
+TEST(Study, LastRunSummaryCoversOnlyItsOwnSteps) {
+  const fs::path dir = temp_dir("study_last");
+  StudyConfig c = small_study();
+  c.runs = {"sparse", "sparse:last=10,name=sparse_last10"};
+  StudyOptions o;
+  o.output = (dir / "s.h5").string();
+  run_study(c, o);
+  const StudyReader r(o.output);
+  const auto summary = r.summary();
+  ASSERT_EQ(summary.size(), 3u);
+  const RunSummary& dense = summary[0];
+  const RunSummary& full = summary[1];
+  const RunSummary& last = summary[2];
+  ASSERT_EQ(last.name, "sparse_last10");
+  EXPECT_EQ(dense.steps, 40);
+  EXPECT_EQ(full.steps, 40);
+  EXPECT_EQ(last.steps, 10);
+  EXPECT_EQ(r.series("sparse_last10", "nll").dims, (std::vector<uint64_t>{40}));  // every step is kept
+  const std::vector<double> nll_d = r.series("dense", "nll").values, nll_l = r.series("sparse_last10", "nll").values,
+                            kl_l = r.series("sparse_last10", "kl").values;
+  double delta = 0, kl = 0, nll = 0;
+  for (size_t s = 30; s < 40; ++s) delta += nll_l[s] - nll_d[s], kl += kl_l[s], nll += nll_l[s];
+  EXPECT_NEAR(last.nll_delta, delta / 10, 1e-12);
+  EXPECT_NEAR(last.kl_mean, kl / 10, 1e-12);
+  EXPECT_NEAR(last.nll_mean, nll / 10, 1e-12);
+  EXPECT_GT(last.kl_mean, 0.0);  // its own steps are sparse: not diluted by the 30 copied ones
+  EXPECT_EQ(dense.nll_delta, 0.0);
+  double full_delta = 0;
+  for (size_t s = 0; s < 40; ++s) full_delta += r.series("sparse", "nll").values[s] - nll_d[s];
+  EXPECT_NEAR(full.nll_delta, full_delta / 40, 1e-12);
+  fs::remove_all(dir);
+}
+
 TEST(Study, ResumedStudyEqualsAnUninterruptedOne) {
   const fs::path dir = temp_dir("study_resume");
   StudyConfig c = small_study();

@@ -64,15 +64,18 @@ inline constexpr size_t kMaxRunName = 63;
 std::vector<sim::RunSpec> parse_run_specs(const std::vector<std::string>& specs, const SparseConfig& defaults,
                                           int64_t prompt_len, int64_t steps);
 
-// One run's summary. Means are over decode steps (and layers/heads where the data has them),
-// except: hidden_err_mean is the last layer's residual-stream error (the model's output state);
-// seconds is the wall time of the lockstep pass the run was computed in, shared by every run of
-// that pass. In the per-step data the dense run's selected_blocks is M at the first run's b.
+// One run's summary. Means are over the decode steps the run decodes itself (all of them, or the
+// last x for a run with last = x: the steps where it follows dense are in the per-step data but not
+// in the summary; `steps` counts the summarized steps) and over layers/heads where the data has
+// them, except: hidden_err_mean is the last layer's residual-stream error (the model's output
+// state); nll_delta is the mean of (this run's NLL - dense's NLL) over the same steps (0 for
+// dense); seconds is the wall time of the lockstep pass the run was computed in, shared by every
+// run of that pass. In the per-step data the dense run's selected_blocks is M at the first run's b.
 struct RunSummary {
   std::string name, mode, ratio;
   int64_t b = 0, n_min = 0, n_local = 0, n_sink = 0, f = 0, steps = 0, rectifications = 0;
   double k_err_mean = 0, k_err_max = 0, v_err_mean = 0, v_err_max = 0, attn_err_mean = 0,
-         hidden_err_mean = 0, kl_mean = 0, kl_max = 0, top1_agreement = 0, nll_mean = 0, ppl = 0,
+         hidden_err_mean = 0, kl_mean = 0, kl_max = 0, top1_agreement = 0, nll_mean = 0, nll_delta = 0, ppl = 0,
          recall_mean = 0, bytes_rel = 0, cost_model = 0, seconds = 0;
 };
 
