@@ -182,9 +182,9 @@ void Lockstep<T>::step(int32_t token) {
   ++length_;
 }
 
-double top_block_mass(const std::vector<double>& weights, int64_t L, int b, Fraction share) {
-  if (L < 1 || b < 1 || static_cast<int64_t>(weights.size()) < L || share.num < 1 || share.num > share.den)
-    throw InvalidArgument("top_block_mass: needs L >= 1 weights, b >= 1 and share in (0, 1]");
+double top_block_mass(const std::vector<double>& weights, int64_t L, int b) {
+  if (L < 1 || b < 1 || static_cast<int64_t>(weights.size()) < L)
+    throw InvalidArgument("top_block_mass: needs L >= 1 weights and b >= 1");
   const int64_t M = num_blocks(L, b);
   std::vector<double> mass(static_cast<size_t>(M), 0.0);
   double total = 0;
@@ -192,7 +192,7 @@ double top_block_mass(const std::vector<double>& weights, int64_t L, int b, Frac
     mass[static_cast<size_t>(p / b)] += weights[static_cast<size_t>(p)];
     total += weights[static_cast<size_t>(p)];
   }
-  const int64_t k = std::max<int64_t>(1, share.ceil_times(M));
+  const int64_t k = Fraction{1, 10}.ceil_times(M);  // >= 1 since M >= 1
   std::nth_element(mass.begin(), mass.begin() + (k - 1), mass.end(), std::greater<>());
   double top = 0;
   for (int64_t i = 0; i < k; ++i) top += mass[static_cast<size_t>(i)];

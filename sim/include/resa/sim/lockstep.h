@@ -47,9 +47,9 @@ struct RunSpec {
   friend bool operator==(const RunSpec&, const RunSpec&) = default;
 };
 
-// Of the top ceil(share * M) blocks of b tokens (at least one; exact integers) by attention mass,
-// their share of the whole mass. weights: softmax weights (need not be normalized) of [0, L).
-double top_block_mass(const std::vector<double>& weights, int64_t L, int b, Fraction share = Fraction{1, 10});
+// Of the top ceil(M / 10) blocks of b tokens (exact integers) by attention mass, their share of
+// the whole mass. weights: softmax weights (need not be normalized) of [0, L).
+double top_block_mass(const std::vector<double>& weights, int64_t L, int b);
 
 // What one run observed at one decode step.
 struct StepObservation {
