@@ -36,9 +36,10 @@ const std::atomic<bool>* InterruptGuard::flag() { return &g_interrupted; }
 
 ProgressPacer::ProgressPacer() : tty_(isatty(fileno(stderr)) != 0) {}
 
-bool ProgressPacer::due(double elapsed_s, bool final) {
-  if (!final && elapsed_s - last_ < (tty_ ? 0.5 : 5.0)) return false;
-  last_ = elapsed_s;
+bool ProgressPacer::due(bool final) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!final && printed_ && std::chrono::duration<double>(now - last_).count() < (tty_ ? 0.5 : 5.0)) return false;
+  last_ = now, printed_ = true;
   return true;
 }
 

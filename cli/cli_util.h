@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <string>
 
 namespace resa::cli {
@@ -23,18 +24,19 @@ class InterruptGuard {
 };
 
 // Pacing of progress lines on stderr: redrawn in place every 0.5 s on a terminal, one line every
-// 5 s into a log; the final update is always due.
+// 5 s into a log; the final update is always due. It keeps its own clock (the callers' elapsed
+// times restart with each pass of a study).
 class ProgressPacer {
  public:
   ProgressPacer();
   bool tty() const { return tty_; }
-  bool printed() const { return last_ >= 0; }  // some line was printed
-  // Whether the update at `elapsed_s` prints; if so it counts as printed.
-  bool due(double elapsed_s, bool final);
+  bool printed() const { return printed_; }  // some line was printed
+  // Whether an update now prints; if so it counts as printed.
+  bool due(bool final);
 
  private:
-  bool tty_;
-  double last_ = -1;
+  bool tty_, printed_ = false;
+  std::chrono::steady_clock::time_point last_;
 };
 
 }  // namespace resa::cli

@@ -117,7 +117,7 @@ void add_simulate_command(CLI::App& app) {
         const bool done = p.step == p.steps;
         if (p.elapsed_s < 2.0 && !done) return;
         if (done && !pacer.printed()) return;  // short pass: no progress lines at all
-        if (!pacer.due(p.elapsed_s, done)) return;
+        if (!pacer.due(done)) return;
         const double rate = p.step / std::max(p.elapsed_s, 1e-9);
         std::fprintf(stderr, "%s[pass %d/%d] step %lld/%lld (%3.0f%%)  %.1f steps/s  ETA %.0fs%s", tty ? "\r" : "",
                      p.pass + 1, p.passes, static_cast<long long>(p.step), static_cast<long long>(p.steps),

@@ -22,19 +22,25 @@ namespace resa::cli {
 
 namespace {
 
-// A spec argument: a path, or the name of a shipped spec (experiments/specs/<name>.toml).
-std::string resolve_spec(const std::string& arg) {
-  if (fs::exists(arg)) return arg;
-  const std::string shipped = std::string(RESA_SOURCE_DIR) + "/experiments/specs/" + arg + ".toml";
-  if (arg.find('/') == std::string::npos && fs::exists(shipped)) return shipped;
-  std::vector<std::string> names;  // the shipped specs, as they are on disk
+// The names of the shipped specs (experiments/specs/<name>.toml), as they are on disk.
+std::string shipped_spec_names() {
+  std::vector<std::string> names;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(std::string(RESA_SOURCE_DIR) + "/experiments/specs", ec))
     if (e.path().extension() == ".toml") names.push_back(e.path().stem().string());
   std::sort(names.begin(), names.end());
   std::string list;
   for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-  throw InvalidArgument("sweep spec '" + arg + "': no such file, and no shipped spec of that name (shipped: " + list + ")");
+  return list;
+}
+
+// A spec argument: a path, or the name of a shipped spec.
+std::string resolve_spec(const std::string& arg) {
+  if (fs::exists(arg)) return arg;
+  const std::string shipped = std::string(RESA_SOURCE_DIR) + "/experiments/specs/" + arg + ".toml";
+  if (arg.find('/') == std::string::npos && fs::exists(shipped)) return shipped;
+  throw InvalidArgument("sweep spec '" + arg + "': no such file, and no shipped spec of that name (shipped: " +
+                        shipped_spec_names() + ")");
 }
 
 void print_reports(const std::string& file, const std::vector<experiments::SweepRow>& rows) {
@@ -61,7 +67,7 @@ void add_sweep_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("sweep", "Run an ablation grid (a TOML spec: lists of f, ratio, b, n_min, n_local, "
                                           "n_sink, seeds) into one sweep file with a summary table and plots");
-  cmd->add_option("spec", o->spec, "Spec file, or a shipped spec name: default, paper")->required();
+  cmd->add_option("spec", o->spec, "Spec file, or a shipped spec name: " + shipped_spec_names())->required();
   cmd->add_option("-o,--output", o->output, "Sweep file (default: results/<spec name>.h5)");
   cmd->add_flag("--dry-run", o->dry_run, "Print the expanded grid, one line per combination, and stop");
   cmd->add_flag("--resume", o->resume, "Continue an interrupted sweep: finished combinations are kept");
@@ -100,7 +106,7 @@ void add_sweep_command(CLI::App& app) {
                        path.c_str(), so.output.c_str());
           announced = true;
         }
-        if (!pacer.due(p.elapsed_s, p.fraction >= 1.0)) return;
+        if (!pacer.due(p.fraction >= 1.0)) return;
         std::fprintf(stderr, "%s[%d/%d] %s  %3.0f%%  elapsed %.0fs  ETA %s%s", tty ? "\r" : "", p.done, p.total,
                      p.current.c_str(), 100.0 * p.fraction, p.elapsed_s,
                      p.eta_s < 0 ? "?" : (std::to_string(static_cast<long long>(p.eta_s + 0.5)) + "s").c_str(),
