@@ -53,15 +53,16 @@ std::string single(const std::string& origin, const std::string& key, const std:
 
 // A relative path of a spec (model folder, token file) is read from the current directory, and
 // when nothing is there, from the repository root: the shipped specs name models/... and
-// experiments/passages/... and work from any directory.
+// experiments/passages/... and work from any directory. The path found is made absolute, so the
+// configuration a sweep's shards record (and resume compares) does not depend on where it runs.
 std::string spec_path(const std::string& p) {
   const fs::path path(p);
   if (path.is_absolute()) return p;
   auto anchor = [](const fs::path& x) { return x.has_parent_path() ? x.parent_path() : x; };  // names may hold {seed}
   std::error_code ec;
-  if (fs::exists(anchor(path), ec)) return p;
+  if (fs::exists(anchor(path), ec)) return fs::absolute(path).lexically_normal().string();
   const fs::path in_repo = fs::path(RESA_SOURCE_DIR) / path;
-  return fs::exists(anchor(in_repo), ec) ? in_repo.string() : p;
+  return fs::exists(anchor(in_repo), ec) ? fs::absolute(in_repo).lexically_normal().string() : p;
 }
 
 template <class T, class F>

@@ -72,8 +72,18 @@ TEST(SweepSpec, ParsesTheShippedSpecs) {
   EXPECT_EQ(lm_combos.back().last, lm.last.back());
   EXPECT_EQ(lm_combos.back().key, combination_key(lm_combos.back().seed, lm_combos.back().cfg) + "_last" +
                                       std::to_string(lm.last.back()));
-  // Relative model and passage paths resolve against the repository from any directory.
+  // Relative model and passage paths resolve against the repository from any directory, to the
+  // same absolute path from the repository root and from elsewhere (resume compares them).
   EXPECT_TRUE(std::filesystem::exists(lm.base.model + "/config.json")) << lm.base.model;
+  const auto here = std::filesystem::current_path();
+  std::filesystem::current_path(RESA_SOURCE_DIR);
+  const SweepSpec from_root = SweepSpec::parse_file("experiments/specs/real-lm.toml");
+  std::filesystem::current_path(std::filesystem::temp_directory_path());
+  const SweepSpec from_tmp = SweepSpec::parse_file(std::string(RESA_SOURCE_DIR) + "/experiments/specs/real-lm.toml");
+  std::filesystem::current_path(here);
+  EXPECT_EQ(from_root.base.model, from_tmp.base.model);
+  EXPECT_EQ(from_root.base.tokens, from_tmp.base.tokens);
+  EXPECT_TRUE(std::filesystem::path(from_root.base.model).is_absolute()) << from_root.base.model;
 }
 
 TEST(SweepSpec, LastMustFitTheDecodeSteps) {
