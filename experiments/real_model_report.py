@@ -11,15 +11,13 @@ Inputs (each may be missing; its section then says which file and how to make it
   --out DIR          default experiments/reports/real-model.
 Outputs: DIR/REPORT.md and DIR/{concentration,lm_protocol,nll,nll_position,misalignment}.png;
 DIR/notes.md (hand-written, never written here), if present, goes verbatim under "Reading the
-results". Sweep layout: experiments/README.md; fields an older simulator did not write
-(top3_hit, top_block_mass, last) are reported as missing, not fatal.
+results". Sweep layout: experiments/README.md.
 
 Test: /usr/bin/python3 experiments/real_model_report.py --self-test   (h5py, numpy, matplotlib)
 """
 import argparse
 import json
 import math
-import re
 import sys
 import tempfile
 from fractions import Fraction
@@ -51,20 +49,18 @@ class Run:
 
     def __init__(self, key, g):
         a = g.attrs
-        self.mode = _s(a.get("mode", "dense" if key.startswith("dense") else "resa"))
-        m = re.search(r"(?:^|_)s(\d+)", key)  # dense_s<seed> or s<seed>_...
-        self.seed = int(a["seed"]) if "seed" in a else int(m.group(1)) if m else 0
-        self.f, self.ratio, self.last = int(a.get("f", 0)), _s(a.get("ratio", "1/1")), int(a.get("last", 0))
+        self.mode, self.seed = _s(a["mode"]), int(a["seed"])
+        self.f, self.ratio, self.last = int(a["f"]), _s(a["ratio"]), int(a["last"])
         self.nll = g["nll"][()].astype(float)
-        self.steps = int(a.get("steps", len(self.nll)))
-        self.step = g["step"][()] if "step" in g else np.arange(len(self.nll))
-        self.top3 = g["top3_hit"][()].astype(float) if "top3_hit" in g else None
+        self.steps = len(self.nll)
+        self.step = g["step"][()]
+        self.top3 = g["top3_hit"][()].astype(float)
         # k_err [S][layer][kv_head] -> mean over layers and KV heads per step
-        self.k_err = g["k_err"][()].reshape(len(self.nll), -1).mean(axis=1) if "k_err" in g else None
+        self.k_err = g["k_err"][()].reshape(len(self.nll), -1).mean(axis=1)
         # recall [S][layer][head] -> [S][layer], mean over heads
-        self.recall = g["recall"][()].mean(axis=2) if "recall" in g else None
-        # top_block_mass [S][layer][head]: only the dense run's matters; kept as a sum over steps
-        t = g["top_block_mass"][()] if self.mode == "dense" and "top_block_mass" in g else None
+        self.recall = g["recall"][()].mean(axis=2)
+        # top_block_mass [S][layer][head]: only the dense run's is used; kept as a sum over steps
+        t = g["top_block_mass"][()] if self.mode == "dense" else None
         self.tbm_sum, self.tbm_n = (None, 0) if t is None else (t.sum(axis=0), t.shape[0])
 
 
@@ -167,9 +163,8 @@ def lm_cells(sw):
         c = cells.setdefault((r.f, r.ratio, r.last or r.steps), {"t3": [], "t3d": [], "nll": [], "nlld": []})
         c["nll"].append(r.nll[sl].mean() / LN2)
         c["nlld"].append(d.nll[sl].mean() / LN2)
-        if r.top3 is not None and d.top3 is not None:
-            c["t3"].append(r.top3[sl].mean())
-            c["t3d"].append(d.top3[sl].mean())
+        c["t3"].append(r.top3[sl].mean())
+        c["t3d"].append(d.top3[sl].mean())
     for c in cells.values():
         for k in ("t3", "nll"):
             diff = np.subtract(c[k], c[k + "d"])
@@ -227,10 +222,9 @@ def sec_concentration(sources, out):
         return L + ["*No sweep file available (`resa sweep real-nll`, `resa sweep real-lm`).*", ""]
     data = {}
     for name, sw in sources:
-        runs = [r for r in sw.dense.values() if r.tbm_sum is not None]
+        runs = list(sw.dense.values())
         if not runs:
-            L += [f"*Field `top_block_mass` is missing from the dense runs of `{sw.path}` (older simulator).*"
-                  if sw.dense else f"*No dense runs in `{sw.path}`.*", ""]
+            L += [f"*No dense runs in `{sw.path}`.*", ""]
             continue
         L += sw.note()
         data[name] = sum(r.tbm_sum for r in runs) / sum(r.tbm_n for r in runs)  # [layer][head]
@@ -263,7 +257,6 @@ def sec_lm(sw, path, out):
     # modes (f, ratio) ordered sparse (f=0), ReSA (f>1), decode-only (f=1)
     modes = sorted({(f, r) for f, r, _ in cells}, key=lambda m: (m[0] == 1, m[0], Fraction(m[1])))
     xs = sorted({x for _, _, x in cells})
-    has_t3 = any(c["t3"] for c in cells.values())
     L += sw.note() + [
         f"Each run decodes its last x steps sparsely (dense before). Scored over the final {FINAL} steps of "
         f"each run, pooled over {len(sw.dense)} seed(s); dense's score over the same steps is the same for every x. "
@@ -274,14 +267,11 @@ def sec_lm(sw, path, out):
     get = lambda m, x: cells.get((m[0], m[1], x))  # noqa: E731
     first = lambda x, k: next((c[k] for m in modes if (c := get(m, x)) and np.isfinite(c[k])),  # noqa: E731
                               float("nan"))  # dense's value in row x
-    if has_t3:
-        rows = [[x, num(first(x, "t3_dm"))] + [
-            f"{num(c['t3_m'])} ({pm(c['t3_diff'], c['t3_se'])})" if (c := get(m, x)) and c["t3"] else "n/a"
-            for m in modes] for x in xs]
-        L += [f"Top-3 next-token accuracy (target among the 3 largest logits), final {FINAL} steps:", ""]
-        L += table(["x", "dense"] + [name(m) for m in modes], rows)
-    else:
-        L += [f"*Field `top3_hit` is missing from `{path}` (older simulator): no top-3 accuracy.*", ""]
+    rows = [[x, num(first(x, "t3_dm"))] + [
+        f"{num(c['t3_m'])} ({pm(c['t3_diff'], c['t3_se'])})" if (c := get(m, x)) else "n/a"
+        for m in modes] for x in xs]
+    L += [f"Top-3 next-token accuracy (target among the 3 largest logits), final {FINAL} steps:", ""]
+    L += table(["x", "dense"] + [name(m) for m in modes], rows)
     rows = [[x, num(first(x, "nll_dm"))] + [pm(c["nll_diff"], c["nll_se"]) if (c := get(m, x)) else "n/a"
                                             for m in modes] for x in xs]
     L += [f"NLL in bits over the final {FINAL} steps: dense, and each mode's ΔNLL vs dense:", ""]
@@ -293,15 +283,11 @@ def sec_lm(sw, path, out):
 
     for m in modes:
         xm = [x for x in xs if get(m, x)]
-        if has_t3:
-            axes[0].errorbar(xm, [get(m, x)["t3_m"] for x in xm], bars([get(m, x)["t3_se"] for x in xm]),
-                             marker="o", capsize=3, label=name(m))
+        axes[0].errorbar(xm, [get(m, x)["t3_m"] for x in xm], bars([get(m, x)["t3_se"] for x in xm]),
+                         marker="o", capsize=3, label=name(m))
         axes[1].errorbar(xm, [get(m, x)["nll_diff"] for x in xm], bars([get(m, x)["nll_se"] for x in xm]),
                          marker="o", capsize=3, label=name(m))
-    if has_t3:
-        axes[0].axhline(mean([first(x, "t3_dm") for x in xs]), color="k", ls="--", lw=1, label="dense")
-    else:
-        axes[0].text(0.5, 0.5, "top3_hit missing", ha="center", transform=axes[0].transAxes)
+    axes[0].axhline(mean([first(x, "t3_dm") for x in xs]), color="k", ls="--", lw=1, label="dense")
     axes[1].axhline(0, color="k", ls="--", lw=1, label="dense")
     for ax, what in zip(axes, ("top-3 accuracy", "ΔNLL vs dense [bits]")):
         ax.set_xscale("log", base=2)
@@ -370,35 +356,28 @@ def sec_kv(sw, path, cells, out):
         msg = [f"*No sparse runs with last = 0 and a matching dense run in `{path}`.*", ""]
         return L5 + sw.note() + msg + L6 + msg
     fr, seed, order = sw.focus, min(sw.dense), lambda kv: (kv[0][0], Fraction(kv[0][1]))
-    ok = {k: c for k, c in cells.items() if all(r.k_err is not None for r in c["runs"])}
-    if ok:
-        L5 += sw.note() + ["K cache error vs dense (relative Frobenius, mean over layers and KV heads per step); "
-                           "mean / peak / final over the decode steps, averaged over seeds:", ""]
-        stats = (np.mean, np.max, lambda k: k[-1])
-        L5 += table(["mode", "ratio", "k_err mean", "k_err peak", "k_err final"],
-                    [[label(f), r] + [num(mean([fn(run.k_err) for run in c["runs"]]), 4) for fn in stats]
-                     for (f, r), c in sorted(ok.items(), key=order)])
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for f in [0, *FOCUS_F]:  # the first seed's per-step series: sparse climbs, ReSA saw-tooths
-            for run in (x for x in ok.get((f, fr), {"runs": []})["runs"] if x.seed == seed):
-                ax.plot(run.step, run.k_err, lw=1, label=label(f))
-        style(ax, xlabel="decode step", ylabel="K cache error vs dense (relative Frobenius)",
-              title=f"KV misalignment (ratio {fr}, seed {seed})")
-        L5 += savefig(fig, out, "misalignment.png")
-    else:
-        L5 += [f"*Field `k_err` is missing from `{path}`.*", ""]
-    ok = {k: c for k, c in cells.items() if all(r.recall is not None for r in c["runs"])}
-    if not ok:
-        return L5 + L6 + [f"*Field `recall` is missing from `{path}`.*", ""]
-    ratios, fs = sw.ratios, sorted({f for f, _ in ok})
+    L5 += sw.note() + ["K cache error vs dense (relative Frobenius, mean over layers and KV heads per step); "
+                       "mean / peak / final over the decode steps, averaged over seeds:", ""]
+    stats = (np.mean, np.max, lambda k: k[-1])
+    L5 += table(["mode", "ratio", "k_err mean", "k_err peak", "k_err final"],
+                [[label(f), r] + [num(mean([fn(run.k_err) for run in c["runs"]]), 4) for fn in stats]
+                 for (f, r), c in sorted(cells.items(), key=order)])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for f in [0, *FOCUS_F]:  # the first seed's per-step series: sparse climbs, ReSA saw-tooths
+        for run in (x for x in cells.get((f, fr), {"runs": []})["runs"] if x.seed == seed):
+            ax.plot(run.step, run.k_err, lw=1, label=label(f))
+    style(ax, xlabel="decode step", ylabel="K cache error vs dense (relative Frobenius)",
+          title=f"KV misalignment (ratio {fr}, seed {seed})")
+    L5 += savefig(fig, out, "misalignment.png")
+    ratios, fs = sw.ratios, sorted({f for f, _ in cells})
     L6 += sw.note() + ["Share of the run's full attention mass inside the blocks it selected; mean over steps, "
                        "layers, heads and seeds:", ""]
-    rec = {k: mean([r.recall.mean() for r in c["runs"]]) for k, c in ok.items()}
+    rec = {k: mean([r.recall.mean() for r in c["runs"]]) for k, c in cells.items()}
     L6 += table(["recall"] + [f"ratio {r}" for r in ratios],
                 [[label(f)] + [num(rec.get((f, r))) for r in ratios] for f in fs])
-    cols = [f for f in (0, 32) if (f, fr) in ok]
+    cols = [f for f in (0, 32) if (f, fr) in cells]
     if cols:
-        per = {f: np.mean([r.recall.mean(axis=0) for r in ok[(f, fr)]["runs"]], axis=0) for f in cols}
+        per = {f: np.mean([r.recall.mean(axis=0) for r in cells[(f, fr)]["runs"]], axis=0) for f in cols}
         L6 += [f"Per layer, ratio {fr}:", ""] + table(
             ["layer"] + [label(f) for f in cols],
             [[l] + [num(per[f][l]) for f in cols] for l in range(min(len(p) for p in per.values()))])
