@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 PACKAGES = ["bible-kjv", "bible-kjv-text", "jargon-text", "dict-gcide", "debian-reference-en"]
-HELDOUT_EVERY = 10  # document i of a source is held out when i % 10 == 3
+HELDOUT_EVERY, HELDOUT_INDEX = 10, 3  # document i of a source is held out when i % 10 == 3
 
 
 def package_versions(names):
@@ -109,20 +109,21 @@ def check_sources(docs):
     """Every source must split into enough documents to have one held out."""
     count = collections.Counter(d.split(":")[0] for d, _ in docs)
     for source, n in count.items():
-        if n <= 3:
+        if n <= HELDOUT_INDEX:
             raise SystemExit(f"prepare_corpus: source {source} gave {n} document(s); its splitting failed "
                              f"(no document of it would be held out)")
 
 
 def write_passages(held, out_dir, n=8, length=4160):
-    """n held-out passages of `length` bytes for the studies, one per document, taking the sources
-    in turn (bible, jargon, gcide, debian-reference), each from the middle of its document and
-    starting at a line start. Returns [(file, document id, offset)]."""
-    by_source = collections.OrderedDict((s, []) for s in ("bible", "jargon", "gcide", "debian-reference"))
-    for doc_id, text in held:
-        data = text.encode("utf-8")
+    """n held-out passages of `length` bytes for the studies, one per document of `held` ((id, UTF-8
+    bytes)), taking the sources in turn in the order they first appear (bible, jargon, gcide,
+    debian-reference), each from the middle of its document and starting at a line start.
+    Returns [(file, document id, byte offset within the document)]."""
+    by_source = collections.OrderedDict()
+    for doc_id, data in held:
+        docs = by_source.setdefault(doc_id.split(":")[0], [])
         if len(data) >= 2 * length:
-            by_source[doc_id.split(":")[0]].append((doc_id, data))
+            docs.append((doc_id, data))
     order = []
     while any(by_source.values()) and len(order) < n:
         for docs in by_source.values():
@@ -147,7 +148,7 @@ def split_documents(docs):
     index = collections.Counter()
     for doc_id, text in docs:
         source = doc_id.split(":")[0]
-        (held if index[source] % HELDOUT_EVERY == 3 else train).append((doc_id, text))
+        (held if index[source] % HELDOUT_EVERY == HELDOUT_INDEX else train).append((doc_id, text))
         index[source] += 1
     return train, held
 
@@ -213,9 +214,9 @@ def main():
     check_sources(docs)
     train, held = split_documents(docs)
     os.makedirs(args.out, exist_ok=True)
-    rows, outputs = [], {}
+    rows, outputs, encoded = [], {}, {}
     for name, part in (("train", train), ("heldout", held)):
-        blobs = [t.encode("utf-8") for _, t in part]
+        blobs = encoded[name] = [t.encode("utf-8") for _, t in part]  # each document encoded once
         data = b"\n\n".join(blobs)
         path = os.path.join(args.out, f"{name}.bin")
         with open(path, "wb") as f:
@@ -226,13 +227,15 @@ def main():
             rows.append(f"{doc_id.split(':')[0]}\t{doc_id}\t{name}\t{len(blob)}\t{hashlib.sha256(blob).hexdigest()}")
     with open(os.path.join(args.out, "documents.tsv"), "w") as f:
         f.write("source\tdocument\tsplit\tbytes\tsha256\n" + "\n".join(rows) + "\n")
-    base = baselines([t.encode("utf-8") for _, t in train], [t.encode("utf-8") for _, t in held])
-    passages = write_passages(held, args.passages)
-    manifest = {"packages": versions, "heldout_rule": f"document index % {HELDOUT_EVERY} == 3 within each source",
+    base = baselines(encoded["train"], encoded["heldout"])
+    passages = write_passages([(d, b) for (d, _), b in zip(held, encoded["heldout"])], args.passages)
+    manifest = {"packages": versions,
+                "heldout_rule": f"document index % {HELDOUT_EVERY} == {HELDOUT_INDEX} within each source",
                 "outputs": outputs, "baselines": base,
                 "passages": [{"file": f, "document": d, "byte_offset": o} for f, d, o in passages]}
     with open(os.path.join(args.passages, "passages.json"), "w") as f:
-        json.dump({"from": "heldout.bin of scripts/prepare_corpus.py", "packages": versions,
+        json.dump({"from": "held-out documents of scripts/prepare_corpus.py (byte_offset: within the document)",
+                   "packages": versions,
                    "passages": manifest["passages"]}, f, indent=1)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
