@@ -5,10 +5,15 @@
 #                                                                            -> probe.log
 #   tests     the gpu-labelled GoogleTest cases (the CPU suite runs in CI)   -> tests.log
 #   verify    `resa verify` full validation matrix                           -> verify.log
+#   quick     `resa verify --quick` (a fast gate for A/B experiments, not a validation)
+#                                                                            -> quick.log
 #   checks    tests and verify at the same time (saves ~2 min of device time; not before bench)
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
+#             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
+#   sass      SASS opcode counts per kernel (cuobjdump) and the listing of the rectification
+#             kernel (bf16, d = 128): what the compiler made of the source -> sass.txt, sass_wgmma.txt
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   train     retrains models/resa-byte-qwen2 into $OUT/model (train_model.py's defaults are its
 #             settings; needs data/corpus from scripts/prepare_corpus.py, carried; run it alone: it
@@ -61,6 +66,15 @@ for s in "${stages[@]}"; do
       { $build/cuda/tc_probe && $build/cuda/wgmma_probe; } >"$OUT/probe.log" 2>&1 || rc=1
       tail -8 "$OUT/probe.log" ;;
     tests) run_tests || rc=1 ;;
+    quick)
+      $build/cli/resa verify --quick >"$OUT/quick.log" 2>&1 || rc=1
+      tail -3 "$OUT/quick.log" ;;
+    sass)
+      obj=$build/cuda/CMakeFiles/resa_cuda.dir/src
+      for f in attention selection step; do cuobjdump -sass "$obj/$f.cu.o"; done >"$build/sass.all" 2>&1 || rc=1
+      python3 scripts/sass_summary.py "$build/sass.all" --listing attention_split_wgmma_kernelINS_4bf16ELi128 \
+        "$OUT/sass_wgmma.txt" >"$OUT/sass.txt" || rc=1
+      head -40 "$OUT/sass.txt" ;;
     verify) run_verify || rc=1 ;;
     checks)
       run_tests >"$OUT/.tests_summary" & tests_pid=$!
@@ -77,8 +91,11 @@ for s in "${stages[@]}"; do
         [ $r -ne 0 ] && rc=1
       done ;;
     bench)
-      $build/cuda/bench_gpu --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1 || rc=1
-      python3 scripts/bench_peers.py --flex --json "$OUT/peers.json" >>"$OUT/bench.log" 2>&1 || echo "peers: failed (see bench.log)"
+      # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+      $build/cuda/bench_gpu --json "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || rc=1
+      if [ -z "${BENCH_ARGS:-}" ]; then
+        python3 scripts/bench_peers.py --flex --json "$OUT/peers.json" >>"$OUT/bench.log" 2>&1 || echo "peers: failed (see bench.log)"
+      fi
       tail -60 "$OUT/bench.log" ;;
     train)
       PYTHONUNBUFFERED=1 python3 scripts/train_model.py --out "$OUT/model" >"$OUT/model_training.log" 2>&1 || rc=1

@@ -10,8 +10,8 @@
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
 //     (rectification, prefill chunks): the same arithmetic with Hopper wgmma, up to 256 rows per
 //     CTA. Rows whose causal limit lies before a tile keep their state exactly.
-//   attention_merge_kernel  grid (row, KV head, sequence); folds a row's split partials left to
-//     right with the shared merge rule and writes acc / l.
+//   attention_merge_kernel  grid (row x column group, KV head, sequence), one warp each; folds a
+//     row's split partials left to right with the shared merge rule and writes acc / l.
 //
 // Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
@@ -75,7 +75,11 @@ struct SplitKeys {
       : begin(split * p.schedule.split_len), end(min(begin + p.schedule.split_len, n_keys)),
         n_tiles((end - begin + kKeyTile - 1) / kKeyTile), b(b_), kvh(kvh_), causal(p.gather == KeyGather::Causal) {}
   // Issues tile `tile` into `stage` and commits one cp.async group (an empty one past the last
-  // tile, so wait counts stay uniform). Consecutive threads fill consecutive 16-byte chunks.
+  // tile, so wait counts stay uniform). Chunk c of a tile is 16-byte part c / 8 % kKChunks of key
+  // c / (8 kKChunks) * 8 + c % 8, so consecutive threads fill consecutive chunks of a core matrix.
+  // Thread t takes chunks t, t + blockDim.x, ...; blockDim.x is a multiple of 8 kKChunks (a
+  // multiple of 128 threads), so its part stays fixed and its key and shared-memory destinations
+  // advance by constants.
   __device__ void load(const AttentionParams<T>& p, uint16_t* stage, int tile) const {
     using St = KvStage<D>;
     if (tile < n_tiles) {
@@ -85,16 +89,22 @@ struct SplitKeys {
       const uint16_t* v = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base;
       const int32_t* block_list = causal ? nullptr : p.blocks + static_cast<size_t>(slot) * p.max_selected;
       const int t0 = begin + tile * kKeyTile;
-      for (int c = threadIdx.x; c < kKeyTile * St::kKChunks; c += blockDim.x) {
-        const int key = c / (8 * St::kKChunks) * 8 + c % 8, part = c / 8 % St::kKChunks;
-        const int idx = t0 + key;
+      const unsigned tid = threadIdx.x;
+      const unsigned part = tid / 8 % St::kKChunks;
+      const unsigned key_step = blockDim.x / St::kKChunks;
+      const unsigned key0 = tid / (8 * St::kKChunks) * 8 + tid % 8;
+      const uint32_t base = detail::smem_addr(stage);
+      uint32_t k_dst = base + 2 * detail::core_offset(key0, 8 * part, St::kKChunks);
+      uint32_t v_dst = base + 2 * (St::kK + detail::core_offset(key0, 8 * part, St::kVChunks));
+      const uint32_t k_dst_step = key_step / 8 * St::kKChunks * 128, v_dst_step = key_step / 8 * St::kVChunks * 128;
+      for (unsigned key = key0; key < kKeyTile; key += key_step, k_dst += k_dst_step, v_dst += v_dst_step) {
+        const int idx = t0 + static_cast<int>(key);
         const bool valid = idx < end;
         int pos = 0;
         if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
         const size_t off = static_cast<size_t>(pos) * D + part * 8;
-        detail::cp_async_16(stage + detail::core_offset(key, 8 * part, St::kKChunks), k + off, valid ? 16 : 0);
-        detail::cp_async_16(stage + St::kK + detail::core_offset(key, 8 * part, St::kVChunks), v + off,
-                            valid ? 16 : 0);
+        detail::cp_async_16(k_dst, k + off, valid ? 16 : 0);
+        detail::cp_async_16(v_dst, v + off, valid ? 16 : 0);
       }
     }
     detail::cp_async_commit();
@@ -156,7 +166,7 @@ struct PartialSlot {
 // the reference's dot16_tensor_core chains. A tile where some row of the warpgroup lies wholly
 // past its causal limit takes the per-warp mma.sync path that keeps those rows' state exactly.
 constexpr int kWgRows = 64;
-constexpr int kMaxWarpgroups = 4;
+constexpr int kMaxWarpgroups = 4;  // rows of one row group: kMaxWarpgroups * kWgRows
 constexpr int kStages = 3;  // K/V tiles in flight per CTA
 
 template <int D>
@@ -164,8 +174,11 @@ size_t wgmma_smem_bytes(int warpgroups) {
   return (kStages * KvStage<D>::kElems + static_cast<size_t>(warpgroups) * kWgRows * D) * sizeof(uint16_t);
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
+// kWarpgroupsBound: the most warpgroups the instance is launched with; it sets the register
+// budget (65536 / (128 kWarpgroupsBound) per thread: 128 for four warpgroups, 168 for three, where
+// the softmax runs without spills and with more exps in flight).
+template <class T, int D, int kWarpgroupsBound>
+__global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups) {
   using St = KvStage<D>;
   extern __shared__ __align__(16) uint16_t smem[];
@@ -186,7 +199,9 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
   if (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) <= keys.begin) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tq = lane % 4;
-  const int wg = warp / 4;
+  // The warpgroup index broadcast from lane 0: the compiler then knows it is warp-uniform and keeps
+  // the matrix descriptors derived from it in uniform registers.
+  const int wg = __shfl_sync(0xffffffffu, warp / 4, 0);
   const int wg_row0 = cta_row0 + wg * kWgRows;
   const int wg_rows = min(kWgRows, rows_per_head - wg_row0);  // <= 0 in a last row group's spare warpgroups
   const int wg_first_limit = limit_of(wg_row0);
@@ -221,7 +236,15 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
   float acc[D / 8 + 1][4];  // output columns, then the row sums l (the ones column)
 #pragma unroll
   for (int j = 0; j <= D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  const uint32_t k_sbo = St::kKChunks * 128, v_lbo = St::kVChunks * 128;
+  // Matrix descriptors: Q of this warpgroup and K, V of stage 0; a k16 step, a 16-key group of V
+  // and a stage are constant byte offsets from these.
+  constexpr uint32_t k_sbo = St::kKChunks * 128, v_lbo = St::kVChunks * 128;
+  constexpr uint32_t kStageBytes = St::kElems * sizeof(uint16_t);
+  constexpr uint32_t kK16Bytes = detail::core_offset(0, 16, St::kKChunks) * sizeof(uint16_t);
+  constexpr uint32_t kVGroupBytes = detail::core_offset(16, 0, St::kVChunks) * sizeof(uint16_t);
+  const uint64_t q_desc = detail::wgmma_desc(qs + detail::core_offset(wg * kWgRows, 0, St::kKChunks), 128, k_sbo);
+  const uint64_t k_desc0 = detail::wgmma_desc(stages, 128, k_sbo);
+  const uint64_t v_desc0 = detail::wgmma_desc(stages + St::kK, v_lbo, 128);
 
   for (int tile = 0; tile < keys.n_tiles; ++tile) {
     // One barrier per tile: it publishes this tile's stage and also retires the stage read in the
@@ -230,7 +253,8 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
     detail::fence_proxy_async();
     __syncthreads();
     keys.load(p, stages + (tile + kStages - 1) % kStages * St::kElems, tile + kStages - 1);
-    const uint16_t* ks = stages + tile % kStages * St::kElems;
+    const int stage = tile % kStages;
+    const uint16_t* ks = stages + stage * St::kElems;
     const uint16_t* vs = ks + St::kK;
     const int t0 = keys.begin + tile * kKeyTile;
     if (wg_has_keys) {
@@ -242,8 +266,8 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
       detail::wgmma_fence();
 #pragma unroll
       for (int u = 0; u < D / 16; ++u)
-        detail::wgmma_ss_n64<T>(s, detail::wgmma_desc(qs + detail::core_offset(wg * kWgRows, 16 * u, St::kKChunks), 128, k_sbo),
-                                detail::wgmma_desc(ks + detail::core_offset(0, 16 * u, St::kKChunks), 128, k_sbo));
+        detail::wgmma_ss_n64<T>(s, detail::wgmma_desc_advance(q_desc, u * kK16Bytes),
+                                detail::wgmma_desc_advance(k_desc0, stage * kStageBytes + u * kK16Bytes));
       detail::wgmma_commit();
       detail::wgmma_wait_all();
       detail::fence_fragments(s);
@@ -299,20 +323,26 @@ __global__ void __launch_bounds__(kMaxWarpgroups * 128, 1)
             const float* sv = s[2 * u + half];
             pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]), softmax_prob_np(sv[2 * h + 1], m[h]));
           }
-      // Rescale, then P·[V | 1]: chains over the four key groups.
+      // Rescale, then P·[V | 1]: chains over the four key groups. A factor of exactly 1 (the max
+      // did not move) leaves every non-NaN value's bits as they are (x * 1 = x, ±0 and ±Inf
+      // included; a NaN stays a NaN and reaches the output only through the canonicalizing
+      // normalization), so a warp whose rows all have it skips the multiplies: most tiles after
+      // the first few of a long row.
+      if (!__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int j = 0; j <= D / 8; ++j) {
-          acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
-          acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
-        }
+          for (int j = 0; j <= D / 8; ++j) {
+            acc[j][2 * h] = mul_rn(acc[j][2 * h], alpha[h]);
+            acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
+          }
+      }
       if (t0 < wg_first_limit) {  // every row of the warpgroup has keys in this tile
         detail::fence_fragments(acc);
         detail::wgmma_fence();
 #pragma unroll
         for (int u = 0; u < 4; ++u)
-          detail::wgmma_rs_pv<T>(acc, pa[u], detail::wgmma_desc(vs + detail::core_offset(16 * u, 0, St::kVChunks), v_lbo, 128));
+          detail::wgmma_rs_pv<T>(acc, pa[u], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes + u * kVGroupBytes));
         detail::wgmma_commit();
         detail::wgmma_wait_all();
         detail::fence_fragments(acc);
@@ -553,14 +583,27 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
-// One CTA per (row, KV head, sequence), one thread per output column. The (m, l) pairs of the
-// row's splits are staged in shared memory and each thread loads its acc values eight splits
-// ahead, so the left-to-right merge (a dependent chain by definition) is not a chain of loads.
-constexpr int kMergeChunk = 1024;
+// One warp per (row, 32 output columns, KV head, sequence): folds the row's split partials left to
+// right with the shared merge rule and writes acc / l. The rule's factors (sa, sb) depend only on
+// the running max, the same for every column, so they are computed once per split instead of per
+// column: per chunk of up to kMergeChunk splits, lane j takes a run of consecutive splits, a warp
+// scan of the runs' maxima gives each run its incoming running max (the scan combines a left run
+// with a right one as max_ignore_nan(left, right), which keeps the leftmost maximum exactly like
+// the sequential fold, so every running max has the fold's bits), and the lane then computes its
+// splits' merge_factors in order. The fold itself (one lane per column, and l) is then a multiply
+// and an FMA per split, over acc partials streamed through a ring of cp.async stages.
+constexpr int kMergeCols = 32;         // output columns per CTA: one warp, one lane per column
+constexpr int kMergeChunk = 512;       // splits whose factors are staged at a time
+constexpr int kMergeStageSplits = 16;  // splits per ring stage (16 x 32 floats = 2 KB)
+constexpr int kMergeRing = 12;         // ring stages (11 in flight while one is folded)
 template <class T, int D>
-__global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
-  __shared__ float sml[2 * kMergeChunk];
-  const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, c = threadIdx.x;
+__global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  static_assert(D % kMergeCols == 0 && kMergeChunk % 32 == 0, "attention_merge_kernel: column groups and runs");
+  __shared__ float sa[kMergeChunk], sb[kMergeChunk], sl[kMergeChunk];
+  __shared__ __align__(16) float ring[kMergeRing][kMergeStageSplits][kMergeCols];
+  constexpr int kGroups = D / kMergeCols;
+  const int r = blockIdx.x / kGroups, col0 = blockIdx.x % kGroups * kMergeCols;
+  const int kvh = blockIdx.y, b = blockIdx.z, lane = threadIdx.x;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
   const int i = r / g, head = kvh * g + r % g;
@@ -569,37 +612,81 @@ __global__ void attention_merge_kernel(const AttentionParams<T> p, int rows_per_
   const int ns = (n_keys + S - 1) / S;
   const size_t base = (static_cast<size_t>(b) * hkv + kvh) * max_splits * rows_per_head + r;
   const float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
-  float m = 0.f, l = 0.f, acc = 0.f;
+  const float* acc_col0 = p.workspace + base * D + col0;  // split s: + s * rows_per_head * D
+  const size_t split_stride = static_cast<size_t>(rows_per_head) * D;
+
+  // Ring stage `stage` <- acc partials of splits [first, first + kMergeStageSplits) (zeros past
+  // `end`): 128 16-byte pieces, four per lane; one cp.async group per call.
+  auto load_stage = [&](int stage, int first, int end) {
+#pragma unroll
+    for (int k = 0; k < kMergeStageSplits * kMergeCols / 4 / 32; ++k) {
+      const int piece = lane + 32 * k, j = piece / (kMergeCols / 4), c = piece % (kMergeCols / 4) * 4;
+      const bool valid = first + j < end;
+      const float* src = acc_col0 + (valid ? static_cast<size_t>(first + j) * split_stride + c : 0);
+      detail::cp_async_16(&ring[stage][j][c], src, valid ? 16 : 0);
+    }
+    detail::cp_async_commit();
+  };
+
+  float m = neg_inf(), l = 0.f, acc = 0.f;  // the fold's state after the splits so far
   for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
     const int n = min(kMergeChunk, ns - chunk);
-    __syncthreads();
-    for (int k = threadIdx.x; k < 2 * n; k += blockDim.x)
-      sml[k] = ml[(base + static_cast<size_t>(chunk + k / 2) * rows_per_head) * 2 + k % 2];
-    __syncthreads();
-    for (int s0 = 0; s0 < n; s0 += 8) {
-      float a[8];
+    const int n_stages = (n + kMergeStageSplits - 1) / kMergeStageSplits;
+    for (int st = 0; st < kMergeRing - 1; ++st)
+      load_stage(st, chunk + st * kMergeStageSplits, st < n_stages ? chunk + n : 0);
+    // Factors: lane j takes splits [j * run, (j + 1) * run) of the chunk.
+    const int run = (n + 31) / 32, k0 = min(n, lane * run), k1 = min(n, k0 + run);
+    float run_max = neg_inf();
+    for (int k = k0; k < k1; ++k) run_max = max_ignore_nan(run_max, ml[(base + static_cast<size_t>(chunk + k) * rows_per_head) * 2]);
+    float before = run_max;  // inclusive scan over lanes, left operand the earlier run
 #pragma unroll
-      for (int k = 0; k < 8; ++k)
-        a[k] = s0 + k < n ? p.workspace[(base + static_cast<size_t>(chunk + s0 + k) * rows_per_head) * D + c] : 0.f;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const int s = chunk + s0 + k;
-        if (s0 + k >= n) break;
-        const float ms = sml[2 * (s0 + k)], ls = sml[2 * (s0 + k) + 1];
-        if (s == 0) {
-          m = ms;
-          l = ls;
-          acc = a[k];
+    for (int o = 1; o < 32; o *= 2) {
+      const float left = __shfl_up_sync(0xffffffffu, before, o);
+      if (lane >= o) before = max_ignore_nan(left, before);
+    }
+    const float chunk_max = __shfl_sync(0xffffffffu, before, 31);
+    before = __shfl_up_sync(0xffffffffu, before, 1);  // exclusive: the runs to the left
+    float mm = lane == 0 ? m : max_ignore_nan(m, before);  // running max before split k0
+    for (int k = k0; k < k1; ++k) {
+      const size_t o = (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2;
+      const float ms = ml[o];
+      sl[k] = ml[o + 1];
+      if (chunk + k == 0) {  // the first split starts the fold
+        mm = ms;
+        continue;
+      }
+      const MergeFactors f = merge_factors(mm, ms);
+      sa[k] = f.sa;
+      sb[k] = f.sb;
+      mm = f.m;
+    }
+    m = max_ignore_nan(m, chunk_max);
+    __syncwarp();
+    // Fold: lane = column col0 + lane; l is folded by every lane alike.
+    for (int st = 0; st < n_stages; ++st) {
+      detail::cp_async_wait<kMergeRing - 2>();
+      __syncwarp();
+      const int k_first = st * kMergeStageSplits, k_end = min(n, k_first + kMergeStageSplits);
+      const float(&stage)[kMergeStageSplits][kMergeCols] = ring[st % kMergeRing];
+      for (int k = k_first; k < k_end; ++k) {
+        const float a = stage[k - k_first][lane];
+        if (chunk + k == 0) {
+          l = sl[k];
+          acc = a;
         } else {
-          const MergeFactors f = merge_factors(m, ms);
-          l = merge_value(l, ls, f);
-          acc = merge_value(acc, a[k], f);
-          m = f.m;
+          const MergeFactors f{0.f, sa[k], sb[k]};
+          l = merge_value(l, sl[k], f);
+          acc = merge_value(acc, a, f);
         }
       }
+      __syncwarp();  // the stage is read: the load below may refill it
+      const int next = st + kMergeRing - 1;
+      load_stage(next % kMergeRing, chunk + next * kMergeStageSplits, next < n_stages ? chunk + n : 0);
     }
+    detail::cp_async_wait<0>();
+    __syncwarp();  // sa, sb, sl and the ring are reused by the next chunk
   }
-  p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + c] = softmax_normalize(acc, l);
+  p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col0 + lane] = softmax_normalize(acc, l);
 }
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
@@ -611,12 +698,14 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
   constexpr size_t smem_decode =
       smem_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
-  const size_t smem_wgmma_max = wgmma_smem_bytes<D>(kMaxWarpgroups);
   static bool configured = false;  // per template instance; the attribute is per function
   if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D>,
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, 3>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem_wgmma_max)));
+                                         static_cast<int>(wgmma_smem_bytes<D>(3))));
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(wgmma_smem_bytes<D>(kMaxWarpgroups))));
     RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_decode)));
     configured = true;
@@ -628,11 +717,16 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   } else {
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
-    attention_split_wgmma_kernel<T, D><<<dim3(max_splits * row_groups, hkv, p.kv.batch), warpgroups * 128,
-                                         wgmma_smem_bytes<D>(warpgroups), stream>>>(p, rows, max_splits, row_groups);
+    const dim3 grid(max_splits * row_groups, hkv, p.kv.batch);
+    const size_t smem = wgmma_smem_bytes<D>(warpgroups);
+    if (warpgroups <= 3)  // one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification)
+      attention_split_wgmma_kernel<T, D, 3><<<grid, warpgroups * 128, smem, stream>>>(p, rows, max_splits, row_groups);
+    else
+      attention_split_wgmma_kernel<T, D, kMaxWarpgroups>
+          <<<grid, warpgroups * 128, smem, stream>>>(p, rows, max_splits, row_groups);
     RESA_CUDA_CHECK_LAUNCH("attention_split_wgmma_kernel");
   }
-  attention_merge_kernel<T, D><<<dim3(rows, hkv, p.kv.batch), D, 0, stream>>>(p, rows, max_splits);
+  attention_merge_kernel<T, D><<<dim3(rows * (D / kMergeCols), hkv, p.kv.batch), 32, 0, stream>>>(p, rows, max_splits);
   RESA_CUDA_CHECK_LAUNCH("attention_merge_kernel");
 }
 

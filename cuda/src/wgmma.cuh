@@ -35,6 +35,13 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFFu) << 32);
 }
 
+// The descriptor of the operand `bytes` further on (a multiple of 16) in the same layout: the
+// start address is the low field, in 16-byte units, and shared memory addresses stay below 2^18
+// bytes (the field's 14 bits), so adding to the descriptor never carries into lbo. The k16 steps of
+// one tile and the stages of a ring then differ from one base descriptor by constants, which the
+// compiler keeps in uniform registers when the base is warp-uniform.
+__device__ __forceinline__ uint64_t wgmma_desc_advance(uint64_t desc, uint32_t bytes) { return desc + (bytes >> 4); }
+
 // Orders this thread's earlier generic-proxy writes to shared memory (st.shared, cp.async) before
 // later wgmma reads of it (async proxy); follow with a barrier so the whole CTA is covered.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
