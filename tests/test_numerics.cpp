@@ -151,6 +151,29 @@ TEST(Exp2, NonpositiveVariantGivesTheSameBits) {
   EXPECT_EQ(bits(softmax_prob_np(-7.25f, 1.5f)), bits(softmax_prob(-7.25f, 1.5f)));
 }
 
+// The scores kernel's block term: block_score_term's bits when that is not NaN, a NaN when it is,
+// over every combination of signed zeros, infinities, NaN, subnormals, ties and random values.
+TEST(BlockScore, AnyNanVariantGivesTheSameTerms) {
+  std::vector<float> vs = {0.0f, -0.0f, pos_inf(), neg_inf(), canonical_nan(), -canonical_nan(), 1.0f, -1.0f,
+                           FLT_TRUE_MIN, -FLT_TRUE_MIN, FLT_MAX, -FLT_MAX, 0.5f, -2.25f, 3.0f};
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  for (int i = 0; i < 30; ++i) vs.push_back(u(rng));
+  size_t nan_terms = 0;
+  for (float q : vs)
+    for (float kmin : vs)
+      for (float kmax : vs) {
+        const float want = block_score_term(q, kmin, kmax), got = block_score_term_any_nan(q, kmin, kmax);
+        if (std::isnan(want)) {
+          ASSERT_TRUE(std::isnan(got)) << q << " " << kmin << " " << kmax;
+          ++nan_terms;
+        } else {
+          ASSERT_EQ(bits(got), bits(want)) << q << " " << kmin << " " << kmax;
+        }
+      }
+  EXPECT_GT(nan_terms, 1000u);  // the NaN cases were exercised
+}
+
 TEST(Exp2, SpecialValuesAndDomainEdges) {
   EXPECT_EQ(bits(exp2_shared(0.0f)), bits(1.0f));
   EXPECT_EQ(bits(exp2_shared(-0.0f)), bits(1.0f));

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "device_common.cuh"
+#include "launch.cuh"
 #include "wgmma.cuh"
 #include "resa_cuda/api.h"
 
@@ -182,6 +183,8 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups) {
   using St = KvStage<D>;
   extern __shared__ __align__(16) uint16_t smem[];
+  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  detail::wait_for_previous_grid();
   uint16_t* stages = smem;                          // kStages x KvStage
   uint16_t* qs = smem + kStages * St::kElems;       // [warpgroups * 64][D], core-matrix layout
   const int split = blockIdx.x / row_groups, row_group = blockIdx.x % row_groups;
@@ -312,22 +315,10 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
         alpha[h] = softmax_rescale_np(m[h], mx);
         m[h] = mx;
       }
-      // P in the storage dtype as A fragments of the four k16 key groups.
-      uint32_t pa[4][4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int half = 0; half < 2; ++half)  // keys 16u + 2tq (+8 for half 1)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float* sv = s[2 * u + half];
-            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]), softmax_prob_np(sv[2 * h + 1], m[h]));
-          }
-      // Rescale, then P·[V | 1]: chains over the four key groups. A factor of exactly 1 (the max
-      // did not move) leaves every non-NaN value's bits as they are (x * 1 = x, ±0 and ±Inf
-      // included; a NaN stays a NaN and reaches the output only through the canonicalizing
-      // normalization), so a warp whose rows all have it skips the multiplies: most tiles after
-      // the first few of a long row.
+      // Rescale first: a factor of exactly 1 (the max did not move) leaves every non-NaN value's
+      // bits as they are (x * 1 = x, ±0 and ±Inf included; a NaN stays a NaN and reaches the
+      // output only through the canonicalizing normalization), so a warp whose rows all have it
+      // skips the multiplies: most tiles after the first few of a long row.
       if (!__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
 #pragma unroll
         for (int h = 0; h < 2; ++h)
@@ -337,17 +328,38 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
             acc[j][2 * h + 1] = mul_rn(acc[j][2 * h + 1], alpha[h]);
           }
       }
+      // P in the storage dtype as the A fragment of k16 key group u (keys 16u + 2tq, +8).
+      uint32_t pa[4][4];
+      auto make_p = [&](int u) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float* sv = s[2 * u + half];
+            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]), softmax_prob_np(sv[2 * h + 1], m[h]));
+          }
+      };
+      // P·[V | 1]: one chain over the four key groups in order.
       if (t0 < wg_first_limit) {  // every row of the warpgroup has keys in this tile
+        // The first two steps run on the tensor cores while P of the last two is computed.
+        make_p(0);
+        make_p(1);
         detail::fence_fragments(acc);
         detail::wgmma_fence();
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-          detail::wgmma_rs_pv<T>(acc, pa[u], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes + u * kVGroupBytes));
+        detail::wgmma_rs_pv<T>(acc, pa[0], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes));
+        detail::wgmma_rs_pv<T>(acc, pa[1], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes + kVGroupBytes));
+        make_p(2);
+        make_p(3);
+        detail::wgmma_fence();  // orders the writes of pa[2], pa[3] before the steps that read them
+        detail::wgmma_rs_pv<T>(acc, pa[2], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes + 2 * kVGroupBytes));
+        detail::wgmma_rs_pv<T>(acc, pa[3], detail::wgmma_desc_advance(v_desc0, stage * kStageBytes + 3 * kVGroupBytes));
         detail::wgmma_commit();
         detail::wgmma_wait_all();
         detail::fence_fragments(acc);
       } else {
         // Rows past their limit keep their state exactly: n-tile pairs of V, then the row sums.
+#pragma unroll
+        for (int u = 0; u < 4; ++u) make_p(u);
 #pragma unroll
         for (int j = 0; j < D / 8; j += 2) pv_ntile_pair<T, D>(acc[j], acc[j + 1], pa, vs, j, active);
         row_sums<T>(acc[D / 8], pa, active);
@@ -375,10 +387,13 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 // operations of the reference schedule (and of attention_split_wgmma_kernel), so a query's
 // output is the same bits in decode and in rectification.
 constexpr int kDecodeWarps = 4;
+constexpr int kMaxSplitBlocks = 512;  // block-list entries of one split staged in shared memory
 template <class T, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   extern __shared__ __align__(16) uint16_t smem[];
+  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  detail::wait_for_previous_grid();
   constexpr int kRow = smem_row<D>();
   constexpr int kTileElems = kKeyTile * kRow;
   constexpr int kPRow = kKeyTile + 8;
@@ -403,6 +418,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const uint16_t* vbase = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base * D;
   const int32_t* block_list =
       causal ? nullptr : p.blocks + static_cast<size_t>(b * hkv + kvh) * p.max_selected;
+  // Block-sparse: the split's entries of the block list are staged once, so that a tile's copies
+  // do not each wait for a dependent global load of their block's index (split_len is a multiple
+  // of block_size; a list longer than kMaxSplitBlocks is read in place).
+  __shared__ int32_t split_blocks[kMaxSplitBlocks];
+  const int first_block = causal ? 0 : split_begin / p.block_size;
+  const bool staged = !causal && (split_end - split_begin + p.block_size - 1) / p.block_size <= kMaxSplitBlocks;
+  auto key_position = [&](int idx) {
+    if (causal) return idx;
+    const int blk = idx / p.block_size;
+    return (staged ? split_blocks[blk - first_block] : block_list[blk]) * p.block_size + idx % p.block_size;
+  };
   auto load_tile = [&](int stage, int tile) {
     uint16_t* ks = smem + stage * 2 * kTileElems;
     uint16_t* vs = ks + kTileElems;
@@ -413,7 +439,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       const int idx = t0 + key;
       const bool valid = idx < split_end;
       int pos = 0;
-      if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
+      if (valid) pos = key_position(idx);
       const size_t off = static_cast<size_t>(pos) * D + part * 8;
       detail::cp_async_16(ks + key * kRow + part * 8, kbase + off, valid ? 16 : 0);
       detail::cp_async_16(vs + key * kRow + part * 8, vbase + off, valid ? 16 : 0);
@@ -449,6 +475,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
   for (int j = 0; j < kColTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
+  if (staged) {
+    const int n = (split_end - split_begin + p.block_size - 1) / p.block_size;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) split_blocks[j] = block_list[first_block + j];
+    __syncthreads();
+  }
   load_tile(0, 0);
   for (int tile = 0; tile < n_tiles; ++tile) {
     if (tile + 1 < n_tiles) {
@@ -601,6 +632,8 @@ __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionPara
   static_assert(D % kMergeCols == 0 && kMergeChunk % 32 == 0, "attention_merge_kernel: column groups and runs");
   __shared__ float sa[kMergeChunk], sb[kMergeChunk], sl[kMergeChunk];
   __shared__ __align__(16) float ring[kMergeRing][kMergeStageSplits][kMergeCols];
+  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  detail::wait_for_previous_grid();
   constexpr int kGroups = D / kMergeCols;
   const int r = blockIdx.x / kGroups, col0 = blockIdx.x % kGroups * kMergeCols;
   const int kvh = blockIdx.y, b = blockIdx.z, lane = threadIdx.x;
@@ -711,23 +744,21 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     configured = true;
   }
   if (rows <= 16) {
-    attention_split_decode_kernel<T, D>
-        <<<dim3(max_splits, hkv, p.kv.batch), kDecodeWarps * 32, smem_decode, stream>>>(p, rows, max_splits);
-    RESA_CUDA_CHECK_LAUNCH("attention_split_decode_kernel");
+    detail::launch_dependent(attention_split_decode_kernel<T, D>, dim3(max_splits, hkv, p.kv.batch), kDecodeWarps * 32,
+                             smem_decode, stream, "attention_split_decode_kernel", p, rows, max_splits);
   } else {
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
     const dim3 grid(max_splits * row_groups, hkv, p.kv.batch);
     const size_t smem = wgmma_smem_bytes<D>(warpgroups);
-    if (warpgroups <= 3)  // one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification)
-      attention_split_wgmma_kernel<T, D, 3><<<grid, warpgroups * 128, smem, stream>>>(p, rows, max_splits, row_groups);
-    else
-      attention_split_wgmma_kernel<T, D, kMaxWarpgroups>
-          <<<grid, warpgroups * 128, smem, stream>>>(p, rows, max_splits, row_groups);
-    RESA_CUDA_CHECK_LAUNCH("attention_split_wgmma_kernel");
+    // Three warpgroups or fewer: one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification).
+    detail::launch_dependent(warpgroups <= 3 ? attention_split_wgmma_kernel<T, D, 3>
+                                             : attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
+                             grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows, max_splits,
+                             row_groups);
   }
-  attention_merge_kernel<T, D><<<dim3(rows * (D / kMergeCols), hkv, p.kv.batch), 32, 0, stream>>>(p, rows, max_splits);
-  RESA_CUDA_CHECK_LAUNCH("attention_merge_kernel");
+  detail::launch_dependent(attention_merge_kernel<T, D>, dim3(rows * (D / kMergeCols), hkv, p.kv.batch), 32, 0,
+                           stream, "attention_merge_kernel", p, rows, max_splits);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // cuda/src/device_common.cuh — device building blocks shared by the kernels: the m16n8k16 MMA
-// (bf16/fp16 in, fp32 accumulate, in place), ldmatrix, cp.async with zero fill, and storage-type
-// traits. Included only by .cu files of cuda/src.
+// (bf16/fp16 in, fp32 accumulate, in place), ldmatrix, cp.async with zero fill, storage-type
+// traits, and programmatic dependent launch. Included only by .cu files of cuda/src.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -92,5 +92,19 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
     asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
   return d;
 }
+
+// Programmatic dependent launch (sm_90): a kernel launched with launch_dependent (launch.cuh) may be scheduled
+// while the previous kernel of the stream is still running, so its launch latency overlaps that
+// kernel's tail. Every kernel launched that way calls wait_for_previous_grid() before it touches
+// global memory: it returns once the previous kernel has completed and its writes are visible
+// (and that kernel, launched the same way or not, completed only after its own predecessors), so
+// stream order holds for every read and write. A kernel calls allow_dependent_launch() at its start
+// to let the next kernel be scheduled early (no effect when that one is launched normally), but
+// only where the early CTAs, which wait on its SMs, cost nothing: the attention kernels. The
+// selection kernels are bound by instruction issue and do not (with the trigger in the scores
+// kernel, selection at 12/2 batch 1 256K took 44.7 us instead of 30.1 on the H200, and 136 us
+// instead of 118 at 28/4 batch 8); without it the launch latency is still partly hidden.
+__device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 
 }  // namespace resa::cuda::detail

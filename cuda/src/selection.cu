@@ -9,6 +9,7 @@
 #include <string>
 
 #include "device_common.cuh"
+#include "launch.cuh"
 #include "resa/selection.h"
 #include "resa_cuda/api.h"
 
@@ -87,6 +88,7 @@ constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
 constexpr int kBlocksPerWarp = 8;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
+static_assert(kBlocksPerWarp <= 32, "block_scores_kernel: lane j keeps block j's score");
 // Four CTAs per SM (64 registers); fp16's software conversion needs more registers than that.
 template <class T>
 constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
@@ -102,6 +104,7 @@ __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_score
       return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
     }
   };
+  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
   const int kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
@@ -119,6 +122,8 @@ __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_score
       const size_t o = (desc_head + blk) * D + lane * kPerLane;
       lo[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmin + o);
       hi[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmax + o);
+    } else {
+      lo[j] = hi[j] = LaneTerms{};  // a block past the end: scored, never stored
     }
   }
   // Pooled query elements lane*kPerLane + i: sum over the group's heads in head order, then one
@@ -137,21 +142,27 @@ __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_score
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
   }
-  const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
+  // The terms are block_score_term_any_nan: the sum is canonicalized below, so the scores have the
+  // reference's bits. Every block of the warp is scored without a per-block branch (the butterflies of the eight
+  // blocks interleave, and the shuffles need no reconvergence), and lane j keeps block j's score:
+  // after the XOR butterfly every lane holds the sum, so the rank keys and stores of the eight
+  // blocks are one step of lanes 0..7 instead of eight steps of lane 0.
+  float mine = 0.f;
 #pragma unroll
   for (int j = 0; j < kBlocksPerWarp; ++j) {
-    const int blk = first + warp + kScoreWarps * j;
-    if (blk >= last) continue;  // the same for the whole warp
-    float acc = block_score_term(qbar[0], lo[j][0], hi[j][0]);
+    float acc = block_score_term_any_nan(qbar[0], lo[j][0], hi[j][0]);
 #pragma unroll
-    for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term(qbar[i], lo[j][i], hi[j][i]));
+    for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term_any_nan(qbar[i], lo[j][i], hi[j][i]));
 #pragma unroll
     for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
-    if (lane == 0) {
-      const float score = canonicalize_nan(acc);
-      p.scores[desc_head + blk] = score;
-      p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
-    }
+    mine = lane == j ? acc : mine;
+  }
+  const int blk = first + warp + kScoreWarps * lane;
+  if (lane < kBlocksPerWarp && blk < last) {
+    const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
+    const float score = canonicalize_nan(mine);
+    p.scores[desc_head + blk] = score;
+    p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
   }
 }
 
@@ -187,6 +198,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   __shared__ unsigned long long prefix_s;
   __shared__ int remaining_s;
   __shared__ int done_s;
+  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
   const int kvh = blockIdx.x, b = blockIdx.y;
   const int L = length[b];
   const int M = (L + cfg.block_size - 1) / cfg.block_size;
@@ -367,11 +379,8 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
   if (!p.q || !p.scores || !p.keys || !p.blocks || !p.n_blocks || !p.desc.kmin || !p.desc.kmax)
     throw InvalidArgument("cuda::select_blocks: a device pointer is null");
   const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
-  if (p.kv.head_dim == 128)
-    block_scores_kernel<T, 128><<<score_grid, kScoreThreads, 0, stream>>>(p);
-  else
-    block_scores_kernel<T, 64><<<score_grid, kScoreThreads, 0, stream>>>(p);
-  RESA_CUDA_CHECK_LAUNCH("block_scores_kernel");
+  detail::launch_dependent(p.kv.head_dim == 128 ? block_scores_kernel<T, 128> : block_scores_kernel<T, 64>, score_grid,
+                           kScoreThreads, 0, stream, "block_scores_kernel", p);
   const int smem_keys = std::min(p.desc.max_blocks, kTopkSmemKeys);
   static bool configured = false;  // the shared-memory attribute is per function
   if (!configured) {
@@ -379,9 +388,9 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
                                          static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
     configured = true;
   }
-  topk_kernel<<<dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t), stream>>>(
-      p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected, smem_keys);
-  RESA_CUDA_CHECK_LAUNCH("topk_kernel");
+  detail::launch_dependent(topk_kernel, dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t),
+                           stream, "topk_kernel", p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks,
+                           p.n_blocks, p.max_selected, smem_keys);
 }
 
 #define RESA_INSTANTIATE(T)                                                                              \

@@ -125,6 +125,16 @@ RESA_HD float block_score_term(float qbar, float kmin, float kmax) {
   return is_nan(hi) || is_nan(lo) ? canonical_nan() : (hi > lo ? hi : lo);
 }
 
+// block_score_term for the scores kernel, with fewer instructions (no NaN constant, one compare
+// folded into the select): the same bits whenever the term is not NaN, and a NaN whenever it is
+// (a NaN hi is selected by the NaN test, a NaN lo by the compare failing), not necessarily the
+// canonical one. The kernel canonicalizes each block's sum, and a NaN term makes the sum NaN, so
+// every score has the bits of the reference. tests/test_numerics.cpp compares the two.
+RESA_HD float block_score_term_any_nan(float qbar, float kmin, float kmax) {
+  const float hi = mul_rn(qbar, kmax), lo = mul_rn(qbar, kmin);
+  return hi > lo || is_nan(hi) ? hi : lo;
+}
+
 // Selection order as one 64-bit key (larger = ranks earlier): the score mapped to an order-
 // preserving unsigned integer (-0 counted as +0, NaN lowest) in the high half, the complement of
 // the block index in the low half (ties go to the lower index). Forced (local/sink) blocks take
