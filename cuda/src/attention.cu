@@ -620,12 +620,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 // One warp per (row, 32 output columns, KV head, sequence): folds the row's split partials left to
 // right with the shared merge rule and writes acc / l. The rule's factors (sa, sb) depend only on
 // the running max, the same for every column, so they are computed once per split instead of per
-// column: per chunk of up to kMergeChunk splits, lane j takes a run of consecutive splits, a warp
-// scan of the runs' maxima gives each run its incoming running max (the scan combines a left run
-// with a right one as max_ignore_nan(left, right), which keeps the leftmost maximum exactly like
-// the sequential fold, so every running max has the fold's bits), and the lane then computes its
-// splits' merge_factors in order. The fold itself (one lane per column, and l) is then a multiply
-// and an FMA per split, over acc partials streamed through a ring of cp.async stages.
+// column. Per chunk of up to kMergeChunk splits: the splits' (m, l) pairs are staged in shared
+// memory by one group of copies; lane j takes a run of consecutive splits; a warp scan of the
+// runs' maxima gives each run its incoming running max (the scan combines a left run with a right
+// one as max_ignore_nan(left, right), which keeps the leftmost maximum exactly like the sequential
+// fold, so every running max has the fold's bits); the lane computes its splits' merge_factors in
+// order. The fold itself (one lane per column, and l) is then a multiply and an FMA per split,
+// over acc partials streamed through a ring of cp.async stages.
 constexpr int kMergeCols = 32;         // output columns per CTA: one warp, one lane per column
 constexpr int kMergeChunk = 512;       // splits whose factors are staged at a time
 constexpr int kMergeStageSplits = 16;  // splits per ring stage (16 x 32 floats = 2 KB)
@@ -633,7 +634,8 @@ constexpr int kMergeRing = 12;         // ring stages (11 in flight while one is
 template <class T, int D>
 __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   static_assert(D % kMergeCols == 0 && kMergeChunk % 32 == 0, "attention_merge_kernel: column groups and runs");
-  __shared__ float sa[kMergeChunk], sb[kMergeChunk], sl[kMergeChunk];
+  __shared__ float sa[kMergeChunk], sb[kMergeChunk];
+  __shared__ __align__(8) float2 sml[kMergeChunk];  // the splits' (m, l), staged by one cp.async group
   __shared__ __align__(16) float ring[kMergeRing][kMergeStageSplits][kMergeCols];
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
   detail::wait_for_previous_grid();
@@ -668,12 +670,18 @@ __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionPara
   for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
     const int n = min(kMergeChunk, ns - chunk);
     const int n_stages = (n + kMergeStageSplits - 1) / kMergeStageSplits;
+    // (m, l) of the chunk's splits, all copies in flight at once (a loop of dependent loads here
+    // took ~20 us at 512 splits), then the ring's first stages.
+    for (int k = lane; k < n; k += 32) detail::cp_async_8(&sml[k], ml + (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2);
+    detail::cp_async_commit();
     for (int st = 0; st < kMergeRing - 1; ++st)
       load_stage(st, chunk + st * kMergeStageSplits, st < n_stages ? chunk + n : 0);
+    detail::cp_async_wait<kMergeRing - 1>();  // the (m, l) group, committed before the ring's
+    __syncwarp();
     // Factors: lane j takes splits [j * run, (j + 1) * run) of the chunk.
     const int run = (n + 31) / 32, k0 = min(n, lane * run), k1 = min(n, k0 + run);
     float run_max = neg_inf();
-    for (int k = k0; k < k1; ++k) run_max = max_ignore_nan(run_max, ml[(base + static_cast<size_t>(chunk + k) * rows_per_head) * 2]);
+    for (int k = k0; k < k1; ++k) run_max = max_ignore_nan(run_max, sml[k].x);
     float before = run_max;  // inclusive scan over lanes, left operand the earlier run
 #pragma unroll
     for (int o = 1; o < 32; o *= 2) {
@@ -684,9 +692,7 @@ __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionPara
     before = __shfl_up_sync(0xffffffffu, before, 1);  // exclusive: the runs to the left
     float mm = lane == 0 ? m : max_ignore_nan(m, before);  // running max before split k0
     for (int k = k0; k < k1; ++k) {
-      const size_t o = (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2;
-      const float ms = ml[o];
-      sl[k] = ml[o + 1];
+      const float ms = sml[k].x;
       if (chunk + k == 0) {  // the first split starts the fold
         mm = ms;
         continue;
@@ -704,23 +710,32 @@ __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionPara
       __syncwarp();
       const int k_first = st * kMergeStageSplits, k_end = min(n, k_first + kMergeStageSplits);
       const float(&stage)[kMergeStageSplits][kMergeCols] = ring[st % kMergeRing];
-      for (int k = k_first; k < k_end; ++k) {
+      auto fold = [&](int k) {
         const float a = stage[k - k_first][lane];
         if (chunk + k == 0) {
-          l = sl[k];
+          l = sml[k].y;
           acc = a;
         } else {
           const MergeFactors f{0.f, sa[k], sb[k]};
-          l = merge_value(l, sl[k], f);
+          l = merge_value(l, sml[k].y, f);
           acc = merge_value(acc, a, f);
         }
+      };
+      if (k_end - k_first == kMergeStageSplits) {
+        // A whole stage, unrolled: its shared-memory reads issue ahead of the chain of multiplies
+        // and FMAs, which then runs at the arithmetic's latency (one warp per SM has no other
+        // work to hide a read's latency behind; the loop took ~50 cycles per split).
+#pragma unroll
+        for (int j = 0; j < kMergeStageSplits; ++j) fold(k_first + j);
+      } else {
+        for (int k = k_first; k < k_end; ++k) fold(k);
       }
       __syncwarp();  // the stage is read: the load below may refill it
       const int next = st + kMergeRing - 1;
       load_stage(next % kMergeRing, chunk + next * kMergeStageSplits, next < n_stages ? chunk + n : 0);
     }
     detail::cp_async_wait<0>();
-    __syncwarp();  // sa, sb, sl and the ring are reused by the next chunk
+    __syncwarp();  // sa, sb, sml and the ring are reused by the next chunk
   }
   p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col0 + lane] = softmax_normalize(acc, l);
 }
