@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """scripts/write_validation_record.py — turn the logs of scripts/gpu_validate.sh (one or more
 $OUT folders) into a validation record: validation/<date>-<card>-<commit>.md with the machine,
-the gpu-labelled test counts, the `resa verify` table, the compute-sanitizer summaries and the
-benchmark table, and copies of the raw logs beside it.
+the gpu-labelled test counts, the `resa verify` table, the compute-sanitizer summaries, the
+benchmark output with its performance table and targets (scripts/perf_table.py), and copies of the
+raw logs beside it.
 
 Usage: python3 scripts/write_validation_record.py --commit HASH OUT_DIR [OUT_DIR ...] [--dest validation]
 """
@@ -11,6 +12,10 @@ import datetime
 import pathlib
 import re
 import shutil
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import perf_table  # noqa: E402  (scripts/perf_table.py)
 
 
 def read(dirs, name):
@@ -62,6 +67,9 @@ def main():
     bench = read(args.dirs, "bench.log")
     if bench:
         out += ["## Benchmark (baseline)", "```", bench.strip(), "```", ""]
+    bench_dir = next((d for d in args.dirs if (pathlib.Path(d) / "bench.json").exists()), None)
+    if bench_dir:  # the table and the targets, by scripts/perf_table.py from the same run
+        out += ["## Performance table and targets (`scripts/perf_table.py`)", "", perf_table.report(bench_dir), ""]
     (dest / f"{name}.md").write_text("\n".join(out) + "\n")
     raw = dest / name
     raw.mkdir(exist_ok=True)
