@@ -339,7 +339,8 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const float* sv = s[2 * u + half];
-            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]), softmax_prob_np(sv[2 * h + 1], m[h]));
+            pa[u][2 * half + h] = detail::pack_rn<T>(softmax_prob_np(sv[2 * h], m[h]),
+                                                     softmax_prob_np(sv[2 * h + 1], m[h]));
           }
       };
       // P·[V | 1]: one chain over the four key groups in order.
@@ -632,7 +633,8 @@ constexpr int kMergeChunk = 512;       // splits whose factors are staged at a t
 constexpr int kMergeStageSplits = 16;  // splits per ring stage (16 x 32 floats = 2 KB)
 constexpr int kMergeRing = 12;         // ring stages (11 in flight while one is folded)
 template <class T, int D>
-__global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+__global__ void __launch_bounds__(32)
+    attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   static_assert(D % kMergeCols == 0 && kMergeChunk % 32 == 0, "attention_merge_kernel: column groups and runs");
   __shared__ float sa[kMergeChunk], sb[kMergeChunk];
   __shared__ __align__(8) float2 sml[kMergeChunk];  // the splits' (m, l), staged by one cp.async group
@@ -670,9 +672,9 @@ __global__ void __launch_bounds__(32) attention_merge_kernel(const AttentionPara
   for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
     const int n = min(kMergeChunk, ns - chunk);
     const int n_stages = (n + kMergeStageSplits - 1) / kMergeStageSplits;
-    // (m, l) of the chunk's splits, all copies in flight at once (a loop of dependent loads here
-    // took ~20 us at 512 splits), then the ring's first stages.
-    for (int k = lane; k < n; k += 32) detail::cp_async_8(&sml[k], ml + (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2);
+    // (m, l) of the chunk's splits, all copies in flight at once, then the ring's first stages.
+    for (int k = lane; k < n; k += 32)
+      detail::cp_async_8(&sml[k], ml + (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2);
     detail::cp_async_commit();
     for (int st = 0; st < kMergeRing - 1; ++st)
       load_stage(st, chunk + st * kMergeStageSplits, st < n_stages ? chunk + n : 0);

@@ -67,7 +67,8 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
 __device__ __forceinline__ void cp_async_8(void* smem_dst, const void* gmem_src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src));
 }
-// The 16-byte copy with the destination as a shared-memory address (smem_addr), for loaders that step it.
+// The 16-byte copy with the destination as a shared-memory address (smem_addr), for loaders that
+// step it.
 __device__ __forceinline__ void cp_async_16(uint32_t smem_dst, const void* gmem_src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
 }
@@ -97,18 +98,21 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
   return d;
 }
 
-// Programmatic dependent launch (sm_90): a kernel launched with launch_dependent (launch.cuh) may be scheduled
-// while the previous kernel of the stream is still running, so its launch latency overlaps that
-// kernel's tail. Every kernel launched that way calls wait_for_previous_grid() before it touches
-// global memory: it returns once the previous kernel has completed and its writes are visible
-// (and that kernel, launched the same way or not, completed only after its own predecessors), so
-// stream order holds for every read and write. A kernel calls allow_dependent_launch() at its start
-// to let the next kernel be scheduled early (no effect when that one is launched normally), but
-// only where the early CTAs, which wait on its SMs, cost nothing: the attention kernels. The
-// selection kernels are bound by instruction issue and do not (with the trigger in the scores
-// kernel, selection at 12/2 batch 1 256K took 44.7 us instead of 30.1 on the H200, and 136 us
-// instead of 118 at 28/4 batch 8); without it the launch latency is still partly hidden.
+// Programmatic dependent launch (sm_90): a kernel launched with launch_dependent (launch.cuh) may
+// be scheduled while the previous kernel of the stream is still running, so its launch latency
+// overlaps that kernel's tail. Every kernel launched that way calls wait_for_previous_grid()
+// before it touches global memory: it returns once the previous kernel has completed and its
+// writes are visible (and that kernel, launched the same way or not, completed only after its own
+// predecessors), so stream order holds for every read and write. A kernel calls
+// allow_dependent_launch() at its start to let the next kernel be scheduled early (no effect when
+// that one is launched normally), but only where the early CTAs, which wait on its SMs, cost
+// nothing: the attention kernels. The selection kernels are bound by instruction issue and do not
+// (with the trigger in the scores kernel, selection at 12/2 batch 1 256K took 44.7 us instead of
+// 30.1 on the H200, and 136 us instead of 118 at 28/4 batch 8); without it the launch latency is
+// still partly hidden.
 __device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void allow_dependent_launch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
 
 }  // namespace resa::cuda::detail

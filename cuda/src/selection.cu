@@ -142,11 +142,11 @@ __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_score
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
   }
-  // The terms are block_score_term_any_nan: the sum is canonicalized below, so the scores have the
-  // reference's bits. Every block of the warp is scored without a per-block branch (the butterflies of the eight
-  // blocks interleave, and the shuffles need no reconvergence), and lane j keeps block j's score:
-  // after the XOR butterfly every lane holds the sum, so the rank keys and stores of the eight
-  // blocks are one step of lanes 0..7 instead of eight steps of lane 0.
+  // The terms are block_score_term_any_nan: the sum is canonicalized below, so the scores have
+  // the reference's bits. Every block of the warp is scored without a per-block branch (the
+  // butterflies of the eight blocks interleave, and the shuffles need no reconvergence), and lane
+  // j keeps block j's score: after the XOR butterfly every lane holds the sum, so the rank keys
+  // and stores of the eight blocks are one step of lanes 0..7 instead of eight steps of lane 0.
   float mine = 0.f;
 #pragma unroll
   for (int j = 0; j < kBlocksPerWarp; ++j) {
@@ -388,9 +388,10 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
                                          static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
     configured = true;
   }
-  detail::launch_dependent(topk_kernel, dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads, smem_keys * sizeof(uint32_t),
-                           stream, "topk_kernel", p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks,
-                           p.n_blocks, p.max_selected, smem_keys);
+  detail::launch_dependent(topk_kernel, dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads,
+                           smem_keys * sizeof(uint32_t), stream, "topk_kernel", p.kv.length,
+                           p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks,
+                           p.max_selected, smem_keys);
 }
 
 #define RESA_INSTANTIATE(T)                                                                              \
