@@ -3,6 +3,7 @@
 // cases that separate it from an FMA chain, and the softmax merge identities.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <random>
@@ -372,6 +373,81 @@ TEST(SoftmaxMax, QuarterMaximaCombinedLeftToRightEqualOneScan) {
     for (int k = 0; k < 16; ++k) part[k / 4] = max_ignore_nan(part[k / 4], x[k]);
     const float quarters = max_ignore_nan(max_ignore_nan(max_ignore_nan(part[0], part[1]), part[2]), part[3]);
     ASSERT_EQ(bits(quarters), bits(scan)) << "trial " << trial;
+  }
+}
+
+// The merge kernel's factors (cuda/src/attention.cu, attention_merge_kernel), emulated on the
+// host: per chunk of splits, lane j takes a run of consecutive splits, an inclusive warp scan of
+// the runs' maxima (Hillis-Steele, the earlier run always the left operand of max_ignore_nan)
+// shifted by one lane gives each run its incoming running max, and each lane computes its splits'
+// merge_factors in order; the fold then applies the factors. It must give the sequential merge's
+// bits (reference/src/attention.cpp): the leftmost maximum is associative, so the scan's running
+// maxima equal the fold's, signed zeros included. Split maxima are drawn from a small pool (ties,
+// -0/+0, -inf for splits without a finite score), chunks of 8 to 512 splits, 1 to 1100 splits.
+// (A running max's zero sign does not change a factor: x - (+0) and x - (-0) differ only for
+// x = ±0, where exp2 gives 1 either way; the test checks the running max's bits too.)
+TEST(MergeFold, ScanOfRunMaximaGivesTheSequentialFold) {
+  // Odd trials draw from the first six values only, so that a +0/-0 tie is often the maximum and
+  // lies across runs: combining runs in the other order changes the sign of the running max.
+  const float pool[] = {0.0f, -0.0f, -1.0f, -2.5f, -130.0f, neg_inf(), 1.0f, 2.5f, 30.0f, 1e-40f};
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int> pick_all(0, 9), pick_low(0, 5), n_pick(1, 1100);
+  std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  for (int trial = 0; trial < 400; ++trial) {
+    const int ns = trial < 8 ? 1 + trial : n_pick(rng), chunk_len = 8 << (trial % 7);  // 8 .. 512
+    std::vector<float> ms(ns), ls(ns), as(ns);
+    for (int s = 0; s < ns; ++s)
+      ms[s] = pool[trial % 2 ? pick_low(rng) : pick_all(rng)], ls[s] = u(rng), as[s] = u(rng) - 1.5f;
+    // The sequential fold (reference).
+    float want_m = ms[0], want_l = ls[0], want_a = as[0];
+    for (int s = 1; s < ns; ++s) {
+      const MergeFactors f = merge_factors(want_m, ms[s]);
+      want_l = merge_value(want_l, ls[s], f);
+      want_a = merge_value(want_a, as[s], f);
+      want_m = f.m;
+    }
+    // The kernel's schedule.
+    float m = neg_inf(), l = 0.0f, a = 0.0f;
+    for (int chunk = 0; chunk < ns; chunk += chunk_len) {
+      const int n = std::min(chunk_len, ns - chunk), run = (n + 31) / 32;
+      float incl[32];
+      for (int lane = 0; lane < 32; ++lane) {
+        incl[lane] = neg_inf();
+        for (int k = std::min(n, lane * run); k < std::min(n, lane * run + run); ++k)
+          incl[lane] = max_ignore_nan(incl[lane], ms[chunk + k]);
+      }
+      for (int o = 1; o < 32; o *= 2) {
+        float next[32];
+        for (int lane = 0; lane < 32; ++lane) next[lane] = lane >= o ? max_ignore_nan(incl[lane - o], incl[lane]) : incl[lane];
+        std::copy(next, next + 32, incl);
+      }
+      std::vector<float> sa(n), sb(n);
+      for (int lane = 0; lane < 32; ++lane) {
+        float mm = lane == 0 ? m : max_ignore_nan(m, incl[lane - 1]);
+        for (int k = std::min(n, lane * run); k < std::min(n, lane * run + run); ++k) {
+          if (chunk + k == 0) {
+            mm = ms[0];
+            continue;
+          }
+          const MergeFactors f = merge_factors(mm, ms[chunk + k]);
+          sa[k] = f.sa, sb[k] = f.sb, mm = f.m;
+        }
+      }
+      m = max_ignore_nan(m, incl[31]);
+      for (int k = 0; k < n; ++k) {
+        if (chunk + k == 0) {
+          l = ls[0], a = as[0];
+          continue;
+        }
+        const MergeFactors f{0.0f, sa[k], sb[k]};
+        l = merge_value(l, ls[chunk + k], f);
+        a = merge_value(a, as[chunk + k], f);
+      }
+    }
+    ASSERT_EQ(bits(m), bits(want_m)) << "trial " << trial << ", " << ns << " splits";  // the running max
+    ASSERT_EQ(bits(l), bits(want_l)) << "trial " << trial << ", " << ns << " splits";
+    ASSERT_EQ(bits(a), bits(want_a)) << "trial " << trial << ", " << ns << " splits";
+    ASSERT_EQ(bits(softmax_normalize(a, l)), bits(softmax_normalize(want_a, want_l))) << "trial " << trial;
   }
 }
 
