@@ -8,7 +8,12 @@
 namespace resa {
 
 namespace {
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string quoted(std::string_view s) {
+  std::string q = "'";  // appended, not "'" + std::string(s): GCC 12 warns (-Wrestrict) on that form
+  q += s;
+  q += '\'';
+  return q;
+}
 
 bool parse_uint(std::string_view s, int64_t& out, int& digits) {
   if (s.empty()) return false;

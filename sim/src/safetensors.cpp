@@ -237,8 +237,11 @@ std::vector<uint8_t> safetensors_bytes(const std::vector<TensorData>& tensors,
   if (!metadata.empty()) {
     h += "\"__metadata__\":{";
     bool f2 = true;
-    for (const auto& [k, v] : metadata) {
-      h += (f2 ? "" : ",") + json_quote(k) + ":" + json_quote(v);
+    for (const auto& [k, v] : metadata) {  // appended piece by piece (GCC 12's -Wrestrict on "," + str)
+      h += f2 ? "" : ",";
+      h += json_quote(k);
+      h += ':';
+      h += json_quote(v);
       f2 = false;
     }
     h += "}";
@@ -246,9 +249,20 @@ std::vector<uint8_t> safetensors_bytes(const std::vector<TensorData>& tensors,
   }
   uint64_t off = 0;
   for (const auto& t : tensors) {
-    h += (first ? "" : ",") + json_quote(t.name) + ":{\"dtype\":\"" + st_dtype_name(t.dtype) + "\",\"shape\":[";
-    for (size_t i = 0; i < t.shape.size(); ++i) h += (i ? "," : "") + std::to_string(t.shape[i]);
-    h += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + t.bytes.size()) + "]}";
+    h += first ? "" : ",";
+    h += json_quote(t.name);
+    h += ":{\"dtype\":\"";
+    h += st_dtype_name(t.dtype);
+    h += "\",\"shape\":[";
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+      h += i ? "," : "";
+      h += std::to_string(t.shape[i]);
+    }
+    h += "],\"data_offsets\":[";
+    h += std::to_string(off);
+    h += ',';
+    h += std::to_string(off + t.bytes.size());
+    h += "]}";
     off += t.bytes.size();
     first = false;
   }
