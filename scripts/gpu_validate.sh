@@ -14,13 +14,20 @@
 #             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
 #   sass      SASS opcode counts per kernel (cuobjdump) and the listing of the rectification
 #             kernel (bf16, d = 128): what the compiler made of the source -> sass.txt, sass_wgmma.txt
+#   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
+#             rectification kernel at 28/4 batch 8 64K (clocks locked to base)
+#                                                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
+#   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
+#             unpack here and run scripts/write_validation_record.py on the folder
 #   train     retrains models/resa-byte-qwen2 into $OUT/model (train_model.py's defaults are its
 #             settings; needs data/corpus from scripts/prepare_corpus.py, carried; run it alone: it
 #             skips the C++ build, and its 6 model files and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
-#        bash scripts/gpu_validate.sh probe bench checks sanitize   (one device call, ~6 min)
+#        bash scripts/gpu_validate.sh probe bench checks sanitize sass ncu pack   (one device call,
+#        ~5 min; then: tar xf logs.tar -C DIR && python3 scripts/write_validation_record.py
+#        --commit HASH DIR)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -37,8 +44,8 @@ start=$(date +%s)
   nvcc --version | tail -1
 } | tee "$OUT/machine.txt"
 
-# The C++/CUDA build, unless the only stage is train (PyTorch alone).
-if [ "${stages[*]}" != train ]; then
+# The C++/CUDA build, unless the only stage is train (PyTorch alone) or pack.
+if [ "${stages[*]}" != train ] && [ "${stages[*]}" != pack ]; then
   mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
@@ -100,6 +107,20 @@ for s in "${stages[@]}"; do
     train)
       PYTHONUNBUFFERED=1 python3 scripts/train_model.py --out "$OUT/model" >"$OUT/model_training.log" 2>&1 || rc=1
       grep -E "held-out|^\{" "$OUT/model_training.log" ;;
+    ncu)
+      ncu --kernel-name regex:"attention_split_decode|attention_merge" --launch-count 2 --section SpeedOfLight \
+        --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
+        $build/cuda/bench_gpu --length 262144 --shape 12/2 --batch 1 >"$OUT/ncu_decode_b1_256k.txt" 2>&1 || rc=1
+      ncu --kernel-name regex:"attention_split_wgmma" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section InstructionStats --section SchedulerStats \
+        $build/cuda/bench_gpu --length 65536 --shape 28/4 --batch 8 >"$OUT/ncu_rect_28x4_b8_64k.txt" 2>&1 || rc=1
+      grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -20 ;;
+    pack)
+      list=$(mktemp)
+      (cd "$OUT" && find . -mindepth 1 -maxdepth 1 ! -name logs.tar -printf '%P\n' | sort >"$list" &&
+        tar cf logs.tar -T "$list" && xargs -a "$list" rm -rf) || rc=1
+      rm -f "$list"
+      echo "packed: $OUT/logs.tar ($(tar tf "$OUT/logs.tar" | wc -l) entries)" ;;
     record)
       python3 scripts/write_validation_record.py --commit "$(git -c safe.directory='*' rev-parse HEAD 2>/dev/null || echo unknown)" --dest "$OUT/record" "$OUT" || rc=1 ;;
     *) echo "unknown stage $s"; rc=2 ;;
