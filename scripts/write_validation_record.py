@@ -69,7 +69,7 @@ def main():
         out += ["## Benchmark (baseline)", "```", bench.strip(), "```", ""]
     bench_dir = next((d for d in args.dirs if (pathlib.Path(d) / "bench.json").exists()), None)
     if bench_dir:  # the table and the targets, by scripts/perf_table.py from the same run
-        out += ["## Performance table and targets (`scripts/perf_table.py`)", "", perf_table.report(bench_dir), ""]
+        out += ["## Performance table and targets (`scripts/perf_table.py`)", "", perf_table.report(bench_dir, label=name), ""]
     (dest / f"{name}.md").write_text("\n".join(out) + "\n")
     raw = dest / name
     raw.mkdir(exist_ok=True)
