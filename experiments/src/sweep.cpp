@@ -268,31 +268,49 @@ std::vector<double> per_step_mean(const analysis::RunSeries& s) {
 double last(const std::vector<double>& v) { return v.empty() ? 0.0 : v.back(); }
 double peak(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); }
 
+// Every column of a sweep row, once: the /sweep record's members (in this order), the CSV and
+// Markdown columns, and the copies between SweepRow and the record are generated from it (four
+// hand-kept lists had drifted apart before: the reader once dropped `last`). X(name, kind), kind
+// STR (a string, fixed-size in the record: kStrSize_<name> bytes), I32, I64, U64 or F64.
+#define RESA_SWEEP_COLUMNS(X)                                                                        \
+  X(key, STR) X(mode, STR) X(seed, U64) X(b, I32) X(ratio, STR) X(n_min, I32) X(n_local, I32)        \
+  X(n_sink, I32) X(f, I32) X(last, I32) X(k_err_final, F64) X(k_err_mean, F64) X(k_err_peak, F64)    \
+  X(v_err_final, F64) X(v_err_mean, F64) X(v_err_peak, F64) X(kl_mean, F64) X(top1_agreement, F64) \
+  X(nll_delta, F64) X(recall_mean, F64) X(bytes_rel, F64) X(cost_model, F64) X(rectifications, I64)
+constexpr size_t kStrSize_key = analysis::kMaxRunName + 1, kStrSize_mode = 8, kStrSize_ratio = 24;
+
 // The /sweep compound record.
 struct Record {
-  char key[analysis::kMaxRunName + 1], mode[8], ratio[24];
-  uint64_t seed;
-  int32_t b, n_min, n_local, n_sink, f, last;
-  double k_err_final, k_err_mean, k_err_peak, v_err_final, v_err_mean, v_err_peak, kl_mean, top1_agreement,
-      nll_delta, recall_mean, bytes_rel, cost_model;
-  int64_t rectifications;
+#define RESA_MEMBER_STR(name) char name[kStrSize_##name];
+#define RESA_MEMBER_I32(name) int32_t name;
+#define RESA_MEMBER_I64(name) int64_t name;
+#define RESA_MEMBER_U64(name) uint64_t name;
+#define RESA_MEMBER_F64(name) double name;
+#define RESA_MEMBER(name, kind) RESA_MEMBER_##kind(name)
+  RESA_SWEEP_COLUMNS(RESA_MEMBER)
+#undef RESA_MEMBER
+#undef RESA_MEMBER_STR
+#undef RESA_MEMBER_I32
+#undef RESA_MEMBER_I64
+#undef RESA_MEMBER_U64
+#undef RESA_MEMBER_F64
 };
 
 h5::Id record_type() {
   h5::Id t(H5Tcreate(H5T_COMPOUND, sizeof(Record)));
-  h5::insert_string_member(t, "key", HOFFSET(Record, key), sizeof(Record::key));
-  h5::insert_string_member(t, "mode", HOFFSET(Record, mode), sizeof(Record::mode));
-  h5::insert_string_member(t, "ratio", HOFFSET(Record, ratio), sizeof(Record::ratio));
-  H5Tinsert(t, "seed", HOFFSET(Record, seed), H5T_NATIVE_UINT64);
-#define RESA_I32(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_INT32);
-  RESA_I32(b) RESA_I32(n_min) RESA_I32(n_local) RESA_I32(n_sink) RESA_I32(f) RESA_I32(last)
-#undef RESA_I32
-#define RESA_F64(m) H5Tinsert(t, #m, HOFFSET(Record, m), H5T_NATIVE_DOUBLE);
-  RESA_F64(k_err_final) RESA_F64(k_err_mean) RESA_F64(k_err_peak) RESA_F64(v_err_final) RESA_F64(v_err_mean)
-  RESA_F64(v_err_peak) RESA_F64(kl_mean)
-  RESA_F64(top1_agreement) RESA_F64(nll_delta) RESA_F64(recall_mean) RESA_F64(bytes_rel) RESA_F64(cost_model)
-#undef RESA_F64
-  H5Tinsert(t, "rectifications", HOFFSET(Record, rectifications), H5T_NATIVE_INT64);
+#define RESA_INSERT_STR(name) h5::insert_string_member(t, #name, HOFFSET(Record, name), sizeof(Record::name));
+#define RESA_INSERT_I32(name) H5Tinsert(t, #name, HOFFSET(Record, name), H5T_NATIVE_INT32);
+#define RESA_INSERT_I64(name) H5Tinsert(t, #name, HOFFSET(Record, name), H5T_NATIVE_INT64);
+#define RESA_INSERT_U64(name) H5Tinsert(t, #name, HOFFSET(Record, name), H5T_NATIVE_UINT64);
+#define RESA_INSERT_F64(name) H5Tinsert(t, #name, HOFFSET(Record, name), H5T_NATIVE_DOUBLE);
+#define RESA_INSERT(name, kind) RESA_INSERT_##kind(name)
+  RESA_SWEEP_COLUMNS(RESA_INSERT)
+#undef RESA_INSERT
+#undef RESA_INSERT_STR
+#undef RESA_INSERT_I32
+#undef RESA_INSERT_I64
+#undef RESA_INSERT_U64
+#undef RESA_INSERT_F64
   return t;
 }
 
@@ -301,47 +319,29 @@ void copy_str(char* dst, size_t n, const std::string& s) {
   std::memcpy(dst, s.data(), std::min(n - 1, s.size()));
 }
 
-// The numeric columns, one list for both directions (two hand-written lists had drifted: the
-// reader dropped `last`).
-template <class From, class To>
-void copy_numbers(const From& a, To& x) {
-  x.seed = a.seed;
-  x.b = a.b;
-  x.n_min = a.n_min;
-  x.n_local = a.n_local;
-  x.n_sink = a.n_sink;
-  x.f = a.f;
-  x.last = a.last;
-  x.k_err_final = a.k_err_final;
-  x.k_err_mean = a.k_err_mean;
-  x.k_err_peak = a.k_err_peak;
-  x.v_err_final = a.v_err_final;
-  x.v_err_mean = a.v_err_mean;
-  x.v_err_peak = a.v_err_peak;
-  x.kl_mean = a.kl_mean;
-  x.top1_agreement = a.top1_agreement;
-  x.nll_delta = a.nll_delta;
-  x.recall_mean = a.recall_mean;
-  x.bytes_rel = a.bytes_rel;
-  x.cost_model = a.cost_model;
-  x.rectifications = a.rectifications;
-}
-
 Record to_record(const SweepRow& r) {
   Record x{};
-  copy_str(x.key, sizeof x.key, r.key);
-  copy_str(x.mode, sizeof x.mode, r.mode);
-  copy_str(x.ratio, sizeof x.ratio, r.ratio);
-  copy_numbers(r, x);
+#define RESA_TO_RECORD_STR(name) copy_str(x.name, sizeof x.name, r.name);
+#define RESA_TO_RECORD_I32(name) x.name = r.name;
+#define RESA_TO_RECORD_I64(name) x.name = r.name;
+#define RESA_TO_RECORD_U64(name) x.name = r.name;
+#define RESA_TO_RECORD_F64(name) x.name = r.name;
+#define RESA_TO_RECORD(name, kind) RESA_TO_RECORD_##kind(name)
+  RESA_SWEEP_COLUMNS(RESA_TO_RECORD)
+#undef RESA_TO_RECORD
+#undef RESA_TO_RECORD_STR
+#undef RESA_TO_RECORD_I32
+#undef RESA_TO_RECORD_I64
+#undef RESA_TO_RECORD_U64
+#undef RESA_TO_RECORD_F64
   return x;
 }
 
 SweepRow from_record(const Record& x) {
   SweepRow r;
-  r.key = x.key;
-  r.mode = x.mode;
-  r.ratio = x.ratio;
-  copy_numbers(x, r);
+#define RESA_FROM_RECORD(name, kind) r.name = x.name;  // a string member is NUL-terminated by copy_str
+  RESA_SWEEP_COLUMNS(RESA_FROM_RECORD)
+#undef RESA_FROM_RECORD
   return r;
 }
 
@@ -567,22 +567,32 @@ std::string format_table(const std::vector<SweepRow>& rows) {
 }
 
 namespace {
-const char* kColumns[] = {"key", "mode", "seed", "b", "ratio", "n_min", "n_local", "n_sink", "f", "last",
-                          "k_err_final", "k_err_mean", "k_err_peak", "v_err_final", "v_err_mean", "v_err_peak",
-                          "kl_mean", "top1_agreement",
-                          "nll_delta", "recall_mean", "bytes_rel", "cost_model", "rectifications"};
+const char* kColumns[] = {
+#define RESA_COLUMN_NAME(name, kind) #name,
+    RESA_SWEEP_COLUMNS(RESA_COLUMN_NAME)
+#undef RESA_COLUMN_NAME
+};
 std::vector<std::string> cells(const SweepRow& r) {
   auto num = [](double x) {
     char b[32];
     std::snprintf(b, sizeof b, "%.6g", x);
     return std::string(b);
   };
-  return {r.key, r.mode, std::to_string(r.seed), std::to_string(r.b), r.ratio, std::to_string(r.n_min),
-          std::to_string(r.n_local), std::to_string(r.n_sink), std::to_string(r.f), std::to_string(r.last),
-          num(r.k_err_final),
-          num(r.k_err_mean), num(r.k_err_peak), num(r.v_err_final), num(r.v_err_mean), num(r.v_err_peak),
-          num(r.kl_mean), num(r.top1_agreement),
-          num(r.nll_delta), num(r.recall_mean), num(r.bytes_rel), num(r.cost_model), std::to_string(r.rectifications)};
+  std::vector<std::string> c;
+#define RESA_CELL_STR(name) c.push_back(r.name);
+#define RESA_CELL_I32(name) c.push_back(std::to_string(r.name));
+#define RESA_CELL_I64(name) c.push_back(std::to_string(r.name));
+#define RESA_CELL_U64(name) c.push_back(std::to_string(r.name));
+#define RESA_CELL_F64(name) c.push_back(num(r.name));
+#define RESA_CELL(name, kind) RESA_CELL_##kind(name)
+  RESA_SWEEP_COLUMNS(RESA_CELL)
+#undef RESA_CELL
+#undef RESA_CELL_STR
+#undef RESA_CELL_I32
+#undef RESA_CELL_I64
+#undef RESA_CELL_U64
+#undef RESA_CELL_F64
+  return c;
 }
 }  // namespace
 

@@ -10,9 +10,11 @@
 //                       created, spec_name, combinations, complete (0/1)
 //   /spec               the spec file text (string dataset)
 //   /sweep              one row per combination and one per seed's dense run (compound;
-//                       pandas.DataFrame(f["sweep"][()])): key, seed, mode, b, ratio, n_min,
-//                       n_local, n_sink, f, misalignment K/V final, mean and peak, KL mean, top-1
-//                       agreement, NLL change vs dense, recall, measured bytes fraction, Eq. 6
+//                       pandas.DataFrame(f["sweep"][()])), the members of SweepRow below: key,
+//                       mode, seed, b, ratio, n_min, n_local, n_sink, f, last, misalignment K/V
+//                       final, mean and peak, KL mean, top-1 agreement, NLL change vs dense,
+//                       recall, measured bytes fraction, Eq. 6, rectifications (read them by
+//                       name: files before 2026-11-28 store key, mode, ratio first)
 //   /runs/<key>         the combination's per-step datasets, copied from its shard (same layout
 //                       as a study run: k_err [step][layer][kv_head], kl [step], rectified ...)
 // Shards live in <output>.shards/seed<k>.h5 and stay for resume and inspection. With overwrite, an
@@ -58,6 +60,9 @@ std::vector<Combination> expand(const SweepSpec& spec);
 // ..._f<f>, then _last<x> when x > 0 (keys of sweeps without `last` are unchanged).
 std::string combination_key(uint64_t seed, const SparseConfig& cfg, int last = 0);
 
+// One row of /sweep and of the CSV/Markdown tables. Every member must be a column of
+// RESA_SWEEP_COLUMNS in sweep.cpp: a column listed there and missing here fails to compile, a
+// member added here and not listed there is never written.
 struct SweepRow {
   std::string key, mode;  // mode: dense, sparse (f = 0) or resa
   uint64_t seed = 0;
