@@ -194,9 +194,9 @@ TEST(Qwen2, BadCheckpointsAreReportedByFileAndTensor) {
 // A checkpoint folder against logits that transformers computed in float64 (eager attention) from
 // the same bf16 weights, stored as logits_fp64 [n][vocab] in `logits_file`: our plain fp64 forward
 // within fp32 rounding of theirs, the simulator's fp16/bf16-KV forward within the derived
-// tolerance.
-void check_against_transformers(const fs::path& dir, const std::shared_ptr<Qwen2Weights>& w,
-                                const std::vector<int32_t>& tokens, const fs::path& logits_file) {
+// tolerance. Returns the simulator's bf16-KV logits [n][vocab].
+std::vector<float> check_against_transformers(const fs::path& dir, const std::shared_ptr<Qwen2Weights>& w,
+                                              const std::vector<int32_t>& tokens, const fs::path& logits_file) {
   const Qwen2Model m(w);
   const SafetensorsFile ref_file = SafetensorsFile::open(logits_file.string());
   const auto ref32 = ref_file.read_f32("logits_fp64",
@@ -208,11 +208,13 @@ void check_against_transformers(const fs::path& dir, const std::shared_ptr<Qwen2
     worst64 = std::max(worst64, std::fabs(ours64[i] - ref[i])), mx = std::max(mx, std::fabs(ref[i]));
   EXPECT_LE(worst64, 1e-5 * (mx + 1)) << "plain fp64 forward vs transformers fp64 (fp32-rounded reference)";
   const Check f16 = compare(model_logits<fp16>(m, tokens), ref, 1.0 / 2048, w->cfg.num_hidden_layers);
-  const Check b16 = compare(model_logits<bf16>(m, tokens), ref, 1.0 / 256, w->cfg.num_hidden_layers);
+  std::vector<float> logits_b16 = model_logits<bf16>(m, tokens);
+  const Check b16 = compare(logits_b16, ref, 1.0 / 256, w->cfg.num_hidden_layers);
   std::printf("%s: fp64 forward vs transformers %.3g (limit %.3g); fp16 KV %.3g (tol %.3g); bf16 KV %.3g (tol %.3g)\n",
               dir.string().c_str(), worst64, 1e-5 * (mx + 1), f16.worst, f16.tol, b16.worst, b16.tol);
   EXPECT_LE(f16.worst, f16.tol) << "fp16 KV: worst " << f16.worst << " at " << f16.at;
   EXPECT_LE(b16.worst, b16.tol) << "bf16 KV: worst " << b16.worst << " at " << b16.at;
+  return logits_b16;
 }
 
 // The transformers fixture (scripts/make_qwen2_fixture.py): per variant folder, config.json,
@@ -248,10 +250,9 @@ TEST(Qwen2, ProjectModelMatchesTransformers) {
   EXPECT_TRUE(c.tie_word_embeddings);
   const auto tokens = read_token_ids((dir / "reference_input_ids.txt").string(), c.vocab_size);
   ASSERT_EQ(tokens.size(), 512u);
-  check_against_transformers(dir, w, tokens, dir / "reference_logits.safetensors");
   // A trained model, not noise: our simulator's greedy next byte (bf16 KV cache, as the main job
   // runs it) is right most of the time on this text.
-  const std::vector<float> ours = model_logits<bf16>(Qwen2Model(w), tokens);
+  const std::vector<float> ours = check_against_transformers(dir, w, tokens, dir / "reference_logits.safetensors");
   int hits = 0;
   for (size_t t = 0; t + 1 < tokens.size(); ++t) {
     const float* row = ours.data() + t * c.vocab_size;
