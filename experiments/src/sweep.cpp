@@ -17,6 +17,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "resa/analysis/h5.h"
 #include "resa/fp_env.h"
@@ -314,32 +315,29 @@ h5::Id record_type() {
   return t;
 }
 
-void copy_str(char* dst, size_t n, const std::string& s) {
-  std::memset(dst, 0, n);
-  std::memcpy(dst, s.data(), std::min(n - 1, s.size()));
+// A record member from a row's value: a string NUL-terminated (and cut) to the member's size, a
+// number assigned.
+template <size_t N>
+void store(char (&dst)[N], const std::string& s) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, s.data(), std::min(N - 1, s.size()));
+}
+template <class To, class From>
+void store(To& dst, const From& v) {
+  dst = v;
 }
 
 Record to_record(const SweepRow& r) {
   Record x{};
-#define RESA_TO_RECORD_STR(name) copy_str(x.name, sizeof x.name, r.name);
-#define RESA_TO_RECORD_I32(name) x.name = r.name;
-#define RESA_TO_RECORD_I64(name) x.name = r.name;
-#define RESA_TO_RECORD_U64(name) x.name = r.name;
-#define RESA_TO_RECORD_F64(name) x.name = r.name;
-#define RESA_TO_RECORD(name, kind) RESA_TO_RECORD_##kind(name)
+#define RESA_TO_RECORD(name, kind) store(x.name, r.name);
   RESA_SWEEP_COLUMNS(RESA_TO_RECORD)
 #undef RESA_TO_RECORD
-#undef RESA_TO_RECORD_STR
-#undef RESA_TO_RECORD_I32
-#undef RESA_TO_RECORD_I64
-#undef RESA_TO_RECORD_U64
-#undef RESA_TO_RECORD_F64
   return x;
 }
 
 SweepRow from_record(const Record& x) {
   SweepRow r;
-#define RESA_FROM_RECORD(name, kind) r.name = x.name;  // a string member is NUL-terminated by copy_str
+#define RESA_FROM_RECORD(name, kind) r.name = x.name;  // a string member is NUL-terminated by store
   RESA_SWEEP_COLUMNS(RESA_FROM_RECORD)
 #undef RESA_FROM_RECORD
   return r;
@@ -572,26 +570,22 @@ const char* kColumns[] = {
     RESA_SWEEP_COLUMNS(RESA_COLUMN_NAME)
 #undef RESA_COLUMN_NAME
 };
+// A table cell: strings as they are, integers in full, doubles to 6 significant digits.
+std::string cell(const std::string& s) { return s; }
+std::string cell(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", x);
+  return b;
+}
+template <class I>
+std::enable_if_t<std::is_integral_v<I>, std::string> cell(I x) {
+  return std::to_string(x);
+}
 std::vector<std::string> cells(const SweepRow& r) {
-  auto num = [](double x) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.6g", x);
-    return std::string(b);
-  };
   std::vector<std::string> c;
-#define RESA_CELL_STR(name) c.push_back(r.name);
-#define RESA_CELL_I32(name) c.push_back(std::to_string(r.name));
-#define RESA_CELL_I64(name) c.push_back(std::to_string(r.name));
-#define RESA_CELL_U64(name) c.push_back(std::to_string(r.name));
-#define RESA_CELL_F64(name) c.push_back(num(r.name));
-#define RESA_CELL(name, kind) RESA_CELL_##kind(name)
+#define RESA_CELL(name, kind) c.push_back(cell(r.name));
   RESA_SWEEP_COLUMNS(RESA_CELL)
 #undef RESA_CELL
-#undef RESA_CELL_STR
-#undef RESA_CELL_I32
-#undef RESA_CELL_I64
-#undef RESA_CELL_U64
-#undef RESA_CELL_F64
   return c;
 }
 }  // namespace
