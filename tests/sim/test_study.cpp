@@ -139,8 +139,9 @@ TEST(Study, LastRunSummaryCoversOnlyItsOwnSteps) {
   EXPECT_NEAR(last.nll_mean, nll / 10, 1e-12);
   EXPECT_GT(last.kl_mean, 0.0);  // its own steps are sparse: not diluted by the 30 copied ones
   EXPECT_EQ(dense.nll_delta, 0.0);
+  const std::vector<double> nll_f = r.series("sparse", "nll").values;
   double full_delta = 0;
-  for (size_t s = 0; s < 40; ++s) full_delta += r.series("sparse", "nll").values[s] - nll_d[s];
+  for (size_t s = 0; s < 40; ++s) full_delta += nll_f[s] - nll_d[s];
   EXPECT_NEAR(full.nll_delta, full_delta / 40, 1e-12);
   fs::remove_all(dir);
 }
