@@ -31,18 +31,19 @@ using detail::mma_16816;
 
 constexpr int kKeyTile = 64;
 
-// Decode kernel shared memory: kDecodeStages stages of K and V as padded rows (16 bytes of
-// padding keep ldmatrix rows in distinct banks). Three stages (two CTAs per SM instead of three)
-// measured slower on the H200: block-sparse 28/4 batch 8 256K 143 -> 178 us, dense 12/2 batch 1
-// 256K 101 -> 108 us.
-constexpr int kDecodeStages = 2;
+// Decode kernel shared memory: kStages stages of K and V as padded rows (16 bytes of padding keep
+// ldmatrix rows in distinct banks). The stage count is a template argument chosen per launch by the
+// grid's size (launch below): more stages mean more of a split's tiles in flight but fewer CTAs per
+// SM, so two stages (three CTAs per SM) serve grids of several waves, where three stages measured
+// slower on the H200 (block-sparse 28/4 batch 8 256K 143 -> 178 us, dense 12/2 batch 1 256K 101 ->
+// 108 us), and more stages serve grids that fit the card in one wave at fewer CTAs per SM.
 template <int D>
 constexpr int smem_row() {
   return D + 8;
 }
 template <int D>
-constexpr size_t smem_bytes() {
-  return kDecodeStages * 2 /*K,V*/ * kKeyTile * smem_row<D>() * sizeof(uint16_t);
+constexpr size_t decode_stage_bytes() {
+  return 2 /*K,V*/ * kKeyTile * smem_row<D>() * sizeof(uint16_t);
 }
 
 // One K/V stage of the wgmma kernel, in the core-matrix layout of wgmma.cuh (its slow path reads
@@ -392,7 +393,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 // output is the same bits in decode and in rectification.
 constexpr int kDecodeWarps = 4;
 constexpr int kMaxSplitBlocks = 512;  // block-list entries of one split staged in shared memory
-template <class T, int D>
+template <class T, int D, int kStages>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   extern __shared__ __align__(16) uint16_t smem[];
@@ -402,7 +403,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   constexpr int kTileElems = kKeyTile * kRow;
   constexpr int kPRow = kKeyTile + 8;
   constexpr int kColTiles = D / 8 / kDecodeWarps;  // output n-tiles per warp
-  uint16_t* ps = smem + 2 * kDecodeStages * kTileElems;  // P [16][kPRow]
+  uint16_t* ps = smem + 2 * kStages * kTileElems;  // P [16][kPRow]
   float* red = reinterpret_cast<float*>(ps + 16 * kPRow);  // [warps][16] row maxima
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
@@ -486,13 +487,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int j = threadIdx.x; j < n; j += blockDim.x) split_blocks[j] = block_list[first_block + j];
     __syncthreads();
   }
-  for (int t = 0; t < kDecodeStages - 1; ++t) load_tile(t, t);
+  for (int t = 0; t < kStages - 1; ++t) load_tile(t, t);
   for (int tile = 0; tile < n_tiles; ++tile) {
     // The stage refilled here held tile - 1, released by the barrier that ended that iteration.
-    load_tile((tile + kDecodeStages - 1) % kDecodeStages, tile + kDecodeStages - 1);
-    detail::cp_async_wait<kDecodeStages - 1>();
+    load_tile((tile + kStages - 1) % kStages, tile + kStages - 1);
+    detail::cp_async_wait<kStages - 1>();
     __syncthreads();
-    const uint16_t* ks = smem + tile % kDecodeStages * 2 * kTileElems;
+    const uint16_t* ks = smem + tile % kStages * 2 * kTileElems;
     const uint16_t* vs = ks + kTileElems;
     const int t0 = split_begin + tile * kKeyTile;
     // Scores of this warp's 16 keys (n-tiles 2w and 2w+1).
@@ -744,13 +745,51 @@ __global__ void __launch_bounds__(32)
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
 
+// One instance of the decode kernel: its shared memory, how many of its CTAs an SM holds (the
+// shared-memory attribute is set on first use), and its launch.
+template <class T, int D, int kStages>
+struct DecodeInstance {
+  static constexpr size_t kSmem =
+      kStages * decode_stage_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
+  static int ctas_per_sm() {
+    static const int n = [] {
+      RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D, kStages>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+      int ctas = 0;
+      RESA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, attention_split_decode_kernel<T, D, kStages>,
+                                                                    kDecodeWarps * 32, kSmem));
+      return ctas;
+    }();
+    return n;
+  }
+  static void launch(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
+    ctas_per_sm();  // sets the shared-memory attribute
+    detail::launch_dependent(attention_split_decode_kernel<T, D, kStages>, grid, kDecodeWarps * 32, kSmem, stream,
+                             "attention_split_decode_kernel", p, rows, max_splits);
+  }
+};
+
+// The decode kernel with the most stages (of 6, 3, 2) whose CTAs per SM still hold the whole grid
+// in one wave, and two stages when none does (the stage count never changes the arithmetic).
+template <class T, int D>
+void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  RESA_CUDA_CHECK(cudaGetDevice(&device));
+  RESA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
+  if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6>::ctas_per_sm())
+    DecodeInstance<T, D, 6>::launch(p, grid, rows, max_splits, stream);
+  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3>::ctas_per_sm())
+    DecodeInstance<T, D, 3>::launch(p, grid, rows, max_splits, stream);
+  else
+    DecodeInstance<T, D, 2>::launch(p, grid, rows, max_splits, stream);
+}
+
 template <class T, int D>
 void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
-  constexpr size_t smem_decode =
-      smem_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
   static bool configured = false;  // per template instance; the attribute is per function
   if (!configured) {
     RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, 3>,
@@ -759,13 +798,10 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(wgmma_smem_bytes<D>(kMaxWarpgroups))));
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_decode)));
     configured = true;
   }
   if (rows <= 16) {
-    detail::launch_dependent(attention_split_decode_kernel<T, D>, dim3(max_splits, hkv, p.kv.batch), kDecodeWarps * 32,
-                             smem_decode, stream, "attention_split_decode_kernel", p, rows, max_splits);
+    launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
   } else {
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
