@@ -1,12 +1,15 @@
 // cuda/src/selection.cu — block descriptors (range refresh, incremental update of the newest
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
-// spec): block_scores_kernel (pooled query, warp-order scores and rank keys, spread over many
-// CTAs) then topk_kernel (n_sel in exact integers, forced local/sink blocks, a radix select over
-// the 64-bit rank keys of resa::selection_key with their high words staged in shared memory,
-// ascending compaction by a CTA-wide scan). Nothing leaves the device.
-// Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
+// spec). Selection is one launch for short sequences (select_fused_kernel: a cluster of eight CTAs
+// scores its blocks and runs the top-k) and two for long ones (block_scores_kernel over many CTAs,
+// then topk_kernel on a cluster of eight CTAs). The top-k computes n_sel in exact integers, forces
+// the local/sink blocks, radix-selects over the 64-bit rank keys of resa::selection_key (the
+// CTAs' histograms meet in distributed shared memory) and compacts in ascending block order.
+// Nothing leaves the device. Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
+
+#include <cooperative_groups.h>
 
 #include "device_common.cuh"
 #include "launch.cuh"
@@ -16,6 +19,8 @@
 namespace resa::cuda {
 
 namespace {
+
+namespace cg = cooperative_groups;
 
 template <class T>
 __global__ void descriptors_refresh_kernel(const DeviceKv<T> kv, const DeviceDescriptors<T> desc,
@@ -79,91 +84,138 @@ __global__ void write_kv_chunk_kernel(const DeviceKv<T> kv, int n, const T* k, c
   kv.v[dst] = v[src];
 }
 
-// Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head):
-// one warp per block, lane l sums its D/32 consecutive terms, then an XOR butterfly. Warp w
-// takes blocks first + w + kScoreWarps * j (j < kBlocksPerWarp) and issues the loads of all of
-// them before the first use; each lane pools its own D/32 query elements, so a CTA has no
-// barrier and its only wait is one round trip to memory.
+// Block scores. Lane l of a warp sums its D/32 consecutive terms of each block, then the XOR
+// butterfly over the lanes runs as a reduce-scatter over the warp's eight blocks (below). A warp
+// issues the loads of its eight blocks before their first use, and each lane pools its own D/32
+// query elements, so scoring has no barrier and its only wait is one round trip to memory.
+constexpr int kBlocksPerWarp = 8;
+
+// One lane's D/32 consecutive elements of a query or descriptor row, as loaded.
+template <class T, int D>
+struct alignas(sizeof(T) * (D / 32)) LaneTerms {
+  static constexpr int kPerLane = D / 32;  // even: kPerLane / 2 32-bit words
+  uint32_t w[kPerLane / 2];
+  // Element i as a float: to_float, with bf16's shift written per half of the word.
+  __device__ float operator[](int i) const {
+    const uint32_t x = w[i / 2];
+    if constexpr (detail::MmaTraits<T>::kBf16) return __uint_as_float(i % 2 ? x & 0xffff0000u : x << 16);
+    return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
+  }
+};
+
+// The descriptor terms of a warp's eight blocks first + warp + stride * j (j < 8) below `last`.
+template <class T, int D>
+struct WarpBlocks {
+  LaneTerms<T, D> lo[kBlocksPerWarp], hi[kBlocksPerWarp];
+
+  __device__ void load(const SelectParams<T>& p, size_t desc_head, int first, int stride, int last) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int j = 0; j < kBlocksPerWarp; ++j) {
+      const int blk = first + warp + stride * j;
+      if (blk < last) {
+        const size_t o = (desc_head + blk) * D + lane * LaneTerms<T, D>::kPerLane;
+        lo[j] = *reinterpret_cast<const LaneTerms<T, D>*>(p.desc.kmin + o);
+        hi[j] = *reinterpret_cast<const LaneTerms<T, D>*>(p.desc.kmax + o);
+      } else {
+        lo[j] = hi[j] = LaneTerms<T, D>{};  // a block past the end: scored, never stored
+      }
+    }
+  }
+
+  // The score of block j = lane / 4 (every lane of quad j holds it), not yet canonicalized. The
+  // terms are block_score_term_any_nan: the caller canonicalizes the sum, so the scores have the
+  // reference's bits. The XOR butterfly of the reference (offsets 16, 8, ..., 1) runs as a
+  // reduce-scatter: at offsets 16, 8 and 4 a lane sends the half of its blocks its partner keeps
+  // and adds the partner's partial of the half it keeps (one shuffle per block kept instead of
+  // one per block), so after them lane l holds block l / 4 alone and offsets 2 and 1 finish it.
+  // Each addition has the butterfly's two operands (in the other order for half of the lanes;
+  // IEEE addition commutes), so every lane ends with the reference's lane-0 sum.
+  __device__ float score(const float (&qbar)[D / 32]) const {
+    static_assert(kBlocksPerWarp == 8, "WarpBlocks::score: three reduce-scatter steps leave one block per lane quad");
+    constexpr int kPerLane = LaneTerms<T, D>::kPerLane;
+    const int lane = threadIdx.x % 32;
+    float part[kBlocksPerWarp];
+#pragma unroll
+    for (int j = 0; j < kBlocksPerWarp; ++j) {
+      part[j] = block_score_term_any_nan(qbar[0], lo[j][0], hi[j][0]);
+#pragma unroll
+      for (int i = 1; i < kPerLane; ++i) part[j] = add_rn(part[j], block_score_term_any_nan(qbar[i], lo[j][i], hi[j][i]));
+    }
+#pragma unroll
+    for (int off = 16, n = kBlocksPerWarp; n > 1; off /= 2, n /= 2) {
+      const bool upper = lane & off;  // keeps blocks [n/2, n) of the current set, sends [0, n/2)
+#pragma unroll
+      for (int k = 0; k < n / 2; ++k) {
+        const float keep = upper ? part[k + n / 2] : part[k], send = upper ? part[k] : part[k + n / 2];
+        part[k] = add_rn(keep, __shfl_xor_sync(0xffffffffu, send, off));
+      }
+    }
+#pragma unroll
+    for (int off = 2; off >= 1; off /= 2) part[0] = add_rn(part[0], __shfl_xor_sync(0xffffffffu, part[0], off));
+    return part[0];
+  }
+};
+
+// Pooled query elements lane*D/32 + i of (sequence b, KV head kvh): sum over the group's heads in
+// head order, then one division by g.
+template <class T, int D>
+__device__ void pooled_query(const SelectParams<T>& p, int b, int kvh, float (&qbar)[D / 32]) {
+  const int g = p.n_q_heads / p.kv.n_kv_heads, lane = threadIdx.x % 32;
+  const T* q = p.q + (static_cast<size_t>(b) * p.n_q_heads + kvh * g) * D + lane * (D / 32);
+  const LaneTerms<T, D> q0 = *reinterpret_cast<const LaneTerms<T, D>*>(q);
+#pragma unroll
+  for (int i = 0; i < D / 32; ++i) qbar[i] = q0[i];
+  for (int h = 1; h < g; ++h) {
+    const LaneTerms<T, D> qh = *reinterpret_cast<const LaneTerms<T, D>*>(q + h * D);
+#pragma unroll
+    for (int i = 0; i < D / 32; ++i) qbar[i] = add_rn(qbar[i], qh[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < D / 32; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
+}
+
+// Scores and rank keys of a warp's eight blocks (WarpBlocks), stored by lane 0 of each quad;
+// returns the high word of the key of the block lane / 4 (for the lanes that stored one).
+template <class T, int D>
+__device__ uint32_t score_and_store(const SelectParams<T>& p, const WarpBlocks<T, D>& blocks, const float (&qbar)[D / 32],
+                                    size_t desc_head, int M, int first, int stride, int last) {
+  const float sum = blocks.score(qbar);
+  const int lane = threadIdx.x % 32, blk = first + threadIdx.x / 32 + stride * (lane / 4);
+  uint64_t key = 0;
+  if (lane % 4 == 0 && blk < last) {
+    const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
+    const float score = canonicalize_nan(sum);
+    key = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
+    p.scores[desc_head + blk] = score;
+    p.keys[desc_head + blk] = key;
+  }
+  return static_cast<uint32_t>(key >> 32);
+}
+
+// Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head),
+// spread over many CTAs (long sequences; topk_kernel follows). Warp w takes blocks first + w +
+// kScoreWarps * j.
 constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
-constexpr int kBlocksPerWarp = 8;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
-static_assert(kBlocksPerWarp <= 32, "block_scores_kernel: lane j keeps block j's score");
 // Four CTAs per SM (64 registers); fp16's software conversion needs more registers than that.
 template <class T>
 constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
 template <class T, int D>
 __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_scores_kernel(const SelectParams<T> p) {
-  constexpr int kPerLane = D / 32;  // even: the lane's elements are kPerLane / 2 32-bit words
-  struct alignas(sizeof(T) * kPerLane) LaneTerms {
-    uint32_t w[kPerLane / 2];
-    // Element i as a float: to_float, with bf16's shift written per half of the word.
-    __device__ float operator[](int i) const {
-      const uint32_t x = w[i / 2];
-      if constexpr (detail::MmaTraits<T>::kBf16) return __uint_as_float(i % 2 ? x & 0xffff0000u : x << 16);
-      return to_float(T{static_cast<uint16_t>(i % 2 ? x >> 16 : x & 0xffffu)});
-    }
-  };
   detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
   const int kvh = blockIdx.y, b = blockIdx.z;
-  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
-  const int L = p.kv.length[b];
-  const int M = (L + p.cfg.block_size - 1) / p.cfg.block_size;
+  const int M = (p.kv.length[b] + p.cfg.block_size - 1) / p.cfg.block_size;
   const int first = blockIdx.x * kBlocksPerCta;
   if (first >= M) return;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const size_t desc_head = static_cast<size_t>(b * hkv + kvh) * p.desc.max_blocks;
+  const size_t desc_head = static_cast<size_t>(b * p.kv.n_kv_heads + kvh) * p.desc.max_blocks;
   const int last = min(M, first + kBlocksPerCta);
-  LaneTerms lo[kBlocksPerWarp], hi[kBlocksPerWarp];
-#pragma unroll
-  for (int j = 0; j < kBlocksPerWarp; ++j) {
-    const int blk = first + warp + kScoreWarps * j;
-    if (blk < last) {
-      const size_t o = (desc_head + blk) * D + lane * kPerLane;
-      lo[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmin + o);
-      hi[j] = *reinterpret_cast<const LaneTerms*>(p.desc.kmax + o);
-    } else {
-      lo[j] = hi[j] = LaneTerms{};  // a block past the end: scored, never stored
-    }
-  }
-  // Pooled query elements lane*kPerLane + i: sum over the group's heads in head order, then one
-  // division by g.
-  float qbar[kPerLane];
-  {
-    const T* q = p.q + (static_cast<size_t>(b) * p.n_q_heads + kvh * g) * D + lane * kPerLane;
-    const LaneTerms q0 = *reinterpret_cast<const LaneTerms*>(q);
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) qbar[i] = q0[i];
-    for (int h = 1; h < g; ++h) {
-      const LaneTerms qh = *reinterpret_cast<const LaneTerms*>(q + h * D);
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) qbar[i] = add_rn(qbar[i], qh[i]);
-    }
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
-  }
-  // The terms are block_score_term_any_nan: the sum is canonicalized below, so the scores have
-  // the reference's bits. Every block of the warp is scored without a per-block branch (the
-  // butterflies of the eight blocks interleave, and the shuffles need no reconvergence), and lane
-  // j keeps block j's score: after the XOR butterfly every lane holds the sum, so the rank keys
-  // and stores of the eight blocks are one step of lanes 0..7 instead of eight steps of lane 0.
-  float mine = 0.f;
-#pragma unroll
-  for (int j = 0; j < kBlocksPerWarp; ++j) {
-    float acc = block_score_term_any_nan(qbar[0], lo[j][0], hi[j][0]);
-#pragma unroll
-    for (int i = 1; i < kPerLane; ++i) acc = add_rn(acc, block_score_term_any_nan(qbar[i], lo[j][i], hi[j][i]));
-#pragma unroll
-    for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
-    mine = lane == j ? acc : mine;
-  }
-  const int blk = first + warp + kScoreWarps * lane;
-  if (lane < kBlocksPerWarp && blk < last) {
-    const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
-    const float score = canonicalize_nan(mine);
-    p.scores[desc_head + blk] = score;
-    p.keys[desc_head + blk] = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
-  }
+  WarpBlocks<T, D> blocks;
+  blocks.load(p, desc_head, first, kScoreWarps, last);  // in flight while the query is pooled
+  float qbar[D / 32];
+  pooled_query<T, D>(p, b, kvh, qbar);
+  score_and_store<T, D>(p, blocks, qbar, desc_head, M, first, kScoreWarps, last);
 }
 
 // Inclusive sum of x over the lanes of a warp.
@@ -177,47 +229,52 @@ __device__ __forceinline__ int warp_inclusive_sum(int x) {
   return x;
 }
 
-// Top-k of one (sequence, KV head) from the rank keys: n_sel in exact integers, radix select of
-// the K-th largest key, ascending compaction. A key is (high word: the score's order, or all ones
-// for a forced block) << 32 | (~block index), so the kernel needs only the high words: they are
-// staged in shared memory when M <= smem_keys (one read of the keys from global memory), and read
-// in place from the 64-bit keys otherwise.
-constexpr int kSelectThreads = 1024;
-constexpr int kSelectWarps = kSelectThreads / 32;
-constexpr int kTopkSmemKeys = 32768;  // high words staged in shared memory up to this M (128 KB)
-static_assert(kSelectThreads == 1024, "topk_kernel: one thread per radix bin (256) and per (round, warp) of a compaction chunk");
-__global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* length, int n_kv_heads, int max_blocks,
-                                                              SparseConfig cfg, const uint64_t* all_keys,
-                                                              int32_t* all_blocks, int32_t* n_blocks, int max_selected,
-                                                              int smem_keys) {
-  extern __shared__ uint32_t staged_hi[];
-  __shared__ unsigned hist[256];
+// Top-k of one (sequence, KV head), on a cluster of kCtas CTAs (1, 2, 4 or 8): n_sel in exact
+// integers, radix select of the K-th largest rank key, ascending compaction. CTA r of the cluster
+// owns the contiguous blocks [r * share, (r + 1) * share) of the sequence (topk_share); the CTAs'
+// histograms meet through distributed shared memory (one cluster barrier per radix pass), and
+// each CTA writes its selected blocks after those of the CTAs below it. A key is (high word: the
+// score's order, or all ones for a forced block) << 32 | (~block index), so the top-k needs only
+// the high words of its share: hi_words[i * hi_stride] is that of block begin + i. select_blocks
+// takes the largest cluster that still gives every CTA an SM of its own: eight CTAs for a few
+// heads (batch 1), one CTA of 1024 threads, without cluster barriers, once the heads fill the card.
+template <int kCtas>
+constexpr int kTopkThreads = kCtas == 1 ? 1024 : 512;
+
+struct TopkShare {
+  int M, begin, n;  // the sequence's blocks; this CTA's first block and block count
+};
+template <int kCtas>
+__device__ TopkShare topk_share(int length, int block_size) {
+  const int M = (length + block_size - 1) / block_size;
+  const int share = (M + kCtas - 1) / kCtas;
+  const int rank = kCtas == 1 ? 0 : static_cast<int>(cg::this_cluster().block_rank());
+  const int begin = min(M, rank * share);
+  return {M, begin, min(M, begin + share) - begin};
+}
+
+// The top-k proper, run by every thread of every CTA of the cluster (no thread may have left).
+template <int kCtas>
+__device__ void topk_cluster(const TopkShare sh, const uint32_t* hi_words, int hi_stride, const SparseConfig& cfg,
+                             int32_t* out, int32_t* n_blocks_out) {
+  constexpr int kSelectThreads = kTopkThreads<kCtas>, kSelectWarps = kSelectThreads / 32;
+  static_assert(kSelectThreads >= 256, "topk: one thread per radix bin");
+  static_assert(kSelectWarps * kSelectWarps <= kSelectThreads, "topk: one thread per (round, warp) of a compaction chunk");
+  static_assert(kCtas <= 8, "topk: a portable cluster, one lane per CTA of it");
+  __shared__ unsigned hist[2][256];  // pass p counts into hist[p % 2] (see the barrier below)
   __shared__ int warp_sums[kSelectWarps];
   __shared__ int chunk_offsets[kSelectWarps * kSelectWarps];  // [round in chunk][warp]
   __shared__ int chunk_total;
   __shared__ unsigned long long prefix_s;
   __shared__ int remaining_s;
   __shared__ int done_s;
-  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
-  const int kvh = blockIdx.x, b = blockIdx.y;
-  const int L = length[b];
-  const int M = (L + cfg.block_size - 1) / cfg.block_size;
-  const int slot = b * n_kv_heads + kvh;
-  const uint64_t* keys = all_keys + static_cast<size_t>(slot) * max_blocks;
+  __shared__ int taken_s;  // keys of this CTA's share that are selected (read by the whole cluster)
+  __shared__ int base_s;   // output position of this CTA's first selected block
+  const int M = sh.M, begin = sh.begin, n = sh.n;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-
-  // Where the high words are: word 1 of each little-endian 64-bit key, or the staged copy.
-  const uint32_t* hi_words = reinterpret_cast<const uint32_t*>(keys) + 1;
-  int hi_stride = 2;
-  if (M <= smem_keys) {
-#pragma unroll 8
-    for (int i = threadIdx.x; i < M; i += kSelectThreads) staged_hi[i] = hi_words[2 * static_cast<size_t>(i)];
-    hi_words = staged_hi;
-    hi_stride = 1;
-  }
-  auto key_at = [&](int i) {
+  auto key_at = [&](int i) {  // key of block begin + i
     return (static_cast<unsigned long long>(hi_words[static_cast<size_t>(i) * hi_stride]) << 32) |
-           (0xffffffffu - static_cast<uint32_t>(i));
+           (0xffffffffu - static_cast<uint32_t>(begin + i));
   };
 
   // n_sel = max(ceil(ratio * M), min(M, n_min)); K = max(n_sel, number of forced blocks).
@@ -228,21 +285,27 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   const int K = static_cast<int>(max(n_sel, static_cast<long long>(n_forced)));
 
   // Radix select of the K-th largest key (keys are distinct), 8 bits at a time from the top. Each
-  // pass picks the highest bin whose count, added to the counts of the bins above it, reaches the
-  // keys still to place: threads 0..255 take bins 255..0, an inclusive scan of their counts gives
-  // each bin's "above + count", and the one thread where it first reaches `remaining` writes the
-  // new prefix (the same bin a serial walk from bin 255 down stops at). When that bin holds
-  // exactly the keys still to place, every key of it is taken: the prefix with zero low bits is
-  // then a threshold that selects the same K keys, and the remaining passes are skipped.
+  // pass counts the CTA's share into its own histogram, then every CTA adds the cluster's
+  // histograms bin by bin (the same integers in every CTA, so every CTA makes the same choice):
+  // the pass picks the highest bin whose count, added to the counts of the bins above it, reaches
+  // the keys still to place: threads 0..255 take bins 255..0, an inclusive scan of their counts
+  // gives each bin's "above + count", and the one thread where it first reaches `remaining`
+  // writes the new prefix (the same bin a serial walk from bin 255 down stops at). When that bin
+  // holds exactly the keys still to place, every key of it is taken: the prefix with zero low bits
+  // is then a threshold that selects the same K keys, and the remaining passes are skipped.
+  // Pass p counts into hist[p % 2]: a CTA clears that buffer again only in pass p + 2, after the
+  // cluster barrier of pass p + 1, which every CTA reaches after it has read pass p's histograms.
   if (threadIdx.x == 0) {
     prefix_s = 0ull;
     remaining_s = K;
     done_s = 0;
+    taken_s = 0;
   }
   unsigned long long mask = 0ull;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    if (threadIdx.x < 256) hist[threadIdx.x] = 0u;
-    __syncthreads();  // (first pass: also publishes the staged high words)
+  for (int shift = 56, pass = 0; shift >= 0; shift -= 8, ++pass) {
+    unsigned* const counts = hist[pass % 2];
+    if (threadIdx.x < 256) counts[threadIdx.x] = 0u;
+    __syncthreads();  // (first pass: also publishes the caller's staged high words)
     const unsigned long long prefix = prefix_s;
     const int remaining = remaining_s;
     // Histogram with one shared atomic per distinct bin of a warp: the first passes put nearly
@@ -250,24 +313,34 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     // with the whole warp in every __match_any_sync (lanes that do not count carry a value no bin
     // has), so their loads, votes and matches overlap instead of forming one chain per round.
     constexpr int kHistRounds = 4;
-    for (int start = 0; start < M; start += kHistRounds * kSelectThreads) {
+    for (int start = 0; start < n; start += kHistRounds * kSelectThreads) {
       unsigned value[kHistRounds];
 #pragma unroll
       for (int u = 0; u < kHistRounds; ++u) {
         const int i = start + u * kSelectThreads + threadIdx.x;
-        const unsigned long long key = i < M ? key_at(i) : 0ull;
-        value[u] = i < M && (key & mask) == prefix ? static_cast<unsigned>(key >> shift) & 255u : 256u;
+        const unsigned long long key = i < n ? key_at(i) : 0ull;
+        value[u] = i < n && (key & mask) == prefix ? static_cast<unsigned>(key >> shift) & 255u : 256u;
       }
 #pragma unroll
       for (int u = 0; u < kHistRounds; ++u) {
         const unsigned same = __match_any_sync(0xffffffffu, value[u]);
-        if (value[u] < 256u && lane == __ffs(same) - 1) atomicAdd(&hist[value[u]], static_cast<unsigned>(__popc(same)));
+        if (value[u] < 256u && lane == __ffs(same) - 1) atomicAdd(&counts[value[u]], static_cast<unsigned>(__popc(same)));
       }
     }
-    __syncthreads();
     int count = 0, upto = 0;  // this thread's bin 255 - tid: its count, and the counts of bins >= it
+    if constexpr (kCtas == 1) {
+      __syncthreads();
+      if (threadIdx.x < 256) count = static_cast<int>(counts[255 - threadIdx.x]);
+    } else {
+      cg::this_cluster().sync();  // every CTA's histogram of this pass is complete and visible to the cluster
+      if (threadIdx.x < 256) {
+        unsigned sum = 0u;
+#pragma unroll
+        for (int r = 0; r < kCtas; ++r) sum += *cg::this_cluster().map_shared_rank(&counts[255 - threadIdx.x], r);
+        count = static_cast<int>(sum);
+      }
+    }
     if (threadIdx.x < 256) {
-      count = static_cast<int>(hist[255 - threadIdx.x]);
       upto = warp_inclusive_sum(count);
       if (lane == 31) warp_sums[warp] = upto;
     }
@@ -287,20 +360,43 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
   }
   const unsigned long long threshold = prefix_s;
 
-  // Ascending compaction of the keys >= threshold. Key i is visited in round i / 1024 by thread
-  // i % 1024, so ascending order is (round, warp, lane). Per chunk of up to 32 rounds: each warp
-  // counts its taken keys per round, one CTA-wide exclusive scan over the (round, warp) counts
-  // (thread t holds entry t) gives every warp's output offset, and a second visit writes.
-  int32_t* out = all_blocks + static_cast<size_t>(slot) * max_selected;
-  const unsigned lanes_below = (1u << lane) - 1u;
-  const int rounds = (M + kSelectThreads - 1) / kSelectThreads;
+  // Where this CTA's selected blocks go: after those of the CTAs below it in the cluster.
   int base = 0;
+  if constexpr (kCtas > 1) {
+    int mine = 0;
+    for (int i = threadIdx.x; i < n; i += kSelectThreads) mine += key_at(i) >= threshold;
+    mine = __reduce_add_sync(0xffffffffu, mine);
+    if (lane == 0) atomicAdd(&taken_s, mine);
+    cg::cluster_group cluster = cg::this_cluster();
+    const int rank = static_cast<int>(cluster.block_rank());
+    cluster.sync();
+    if (warp == 0) {
+      const int taken = lane < kCtas ? *cluster.map_shared_rank(&taken_s, lane) : 0;
+      const int below = __reduce_add_sync(0xffffffffu, lane < rank ? taken : 0);
+      const int total = __reduce_add_sync(0xffffffffu, taken);
+      if (lane == 0) {
+        base_s = below;
+        if (rank == 0) *n_blocks_out = total;
+      }
+    }
+    __syncthreads();
+    base = base_s;
+    cluster.barrier_arrive();  // done reading the cluster's counts; the wait at the end keeps ours alive
+  }
+
+  // Ascending compaction of the CTA's keys >= threshold. Key i is visited in round i /
+  // kSelectThreads by thread i % kSelectThreads, so ascending order is (round, warp, lane). Per
+  // chunk of up to kSelectWarps rounds: each warp counts its taken keys per round, one CTA-wide
+  // exclusive scan over the (round, warp) counts (thread t holds entry t) gives every warp's output
+  // offset, and a second visit writes.
+  const unsigned lanes_below = (1u << lane) - 1u;
+  const int rounds = (n + kSelectThreads - 1) / kSelectThreads;
   for (int r0 = 0; r0 < rounds; r0 += kSelectWarps) {
     const int nr = min(kSelectWarps, rounds - r0);
 #pragma unroll 4
     for (int r = 0; r < nr; ++r) {
       const int i = (r0 + r) * kSelectThreads + threadIdx.x;
-      const unsigned taken = __ballot_sync(0xffffffffu, i < M && key_at(i) >= threshold);
+      const unsigned taken = __ballot_sync(0xffffffffu, i < n && key_at(i) >= threshold);
       if (lane == 0) chunk_offsets[r * kSelectWarps + warp] = __popc(taken);
     }
     __syncthreads();
@@ -309,8 +405,9 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
     if (lane == 31) warp_sums[warp] = incl;
     __syncthreads();
     if (warp == 0) {
-      const int total = warp_inclusive_sum(warp_sums[lane]);
-      warp_sums[lane] = total - warp_sums[lane];
+      const int own = lane < kSelectWarps ? warp_sums[lane] : 0;
+      const int total = warp_inclusive_sum(own);
+      if (lane < kSelectWarps) warp_sums[lane] = total - own;
       if (lane == 31) chunk_total = total;
     }
     __syncthreads();
@@ -319,14 +416,114 @@ __global__ void __launch_bounds__(kSelectThreads) topk_kernel(const int32_t* len
 #pragma unroll 4
     for (int r = 0; r < nr; ++r) {
       const int i = (r0 + r) * kSelectThreads + threadIdx.x;
-      const bool take = i < M && key_at(i) >= threshold;
+      const bool take = i < n && key_at(i) >= threshold;
       const unsigned taken = __ballot_sync(0xffffffffu, take);
-      if (take) out[chunk_offsets[r * kSelectWarps + warp] + __popc(taken & lanes_below)] = i;
+      if (take) out[chunk_offsets[r * kSelectWarps + warp] + __popc(taken & lanes_below)] = begin + i;
     }
     base += chunk_total;
     __syncthreads();  // chunk_offsets, warp_sums and chunk_total are reused by the next chunk
   }
-  if (threadIdx.x == 0) n_blocks[slot] = base;
+  if constexpr (kCtas > 1)
+    cg::this_cluster().barrier_wait();  // no CTA exits while another may still read its taken_s
+  else if (threadIdx.x == 0)
+    *n_blocks_out = base;
+}
+
+// Top-k after block_scores_kernel (long sequences): a CTA stages the high words of its share's
+// keys in shared memory when it holds at most smem_keys (one read of the keys from global
+// memory), and reads them in place from the 64-bit keys otherwise.
+constexpr int kTopkSmemKeys = 32768;  // high words staged in shared memory up to this M (128 KB in all)
+template <int kCtas>
+__global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCtas>)
+    topk_kernel(const int32_t* length, int n_kv_heads, int max_blocks, SparseConfig cfg, const uint64_t* all_keys,
+                int32_t* all_blocks, int32_t* n_blocks, int max_selected, int smem_keys) {
+  extern __shared__ uint32_t staged_hi[];
+  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
+  const int kvh = blockIdx.x / kCtas, b = blockIdx.y;
+  const TopkShare sh = topk_share<kCtas>(length[b], cfg.block_size);
+  const int slot = b * n_kv_heads + kvh;
+  // Word 1 of each little-endian 64-bit key, or the staged copy.
+  const uint32_t* hi_words = reinterpret_cast<const uint32_t*>(all_keys + static_cast<size_t>(slot) * max_blocks + sh.begin) + 1;
+  int hi_stride = 2;
+  if ((sh.M + kCtas - 1) / kCtas <= smem_keys) {
+#pragma unroll 8
+    for (int i = threadIdx.x; i < sh.n; i += kTopkThreads<kCtas>) staged_hi[i] = hi_words[2 * static_cast<size_t>(i)];
+    hi_words = staged_hi;
+    hi_stride = 1;
+  }
+  topk_cluster<kCtas>(sh, hi_words, hi_stride, cfg, all_blocks + static_cast<size_t>(slot) * max_selected, n_blocks + slot);
+}
+
+// Scores and top-k in one launch (short sequences): each CTA of the cluster scores the blocks of
+// its own top-k share (warp w takes blocks begin + w + warps * j, eight per round) and keeps their
+// keys' high words in shared memory, so the top-k reads no keys from global memory. Saves a launch
+// and a round trip; each warp walks its blocks in rounds, so select_blocks takes it only up to
+// kFusedRounds rounds (H200, 12/2 batch 1: 16K, one round, 11.9 -> 9.9 us; 64K, four rounds,
+// 12.0 us either way).
+constexpr int kFusedRounds = 4;
+template <class T, int D, int kCtas>
+__global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCtas>)
+    select_fused_kernel(const SelectParams<T> p) {
+  constexpr int kWarps = kTopkThreads<kCtas> / 32;
+  extern __shared__ uint32_t staged_hi[];
+  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
+  const int kvh = blockIdx.x / kCtas, b = blockIdx.y;
+  const TopkShare sh = topk_share<kCtas>(p.kv.length[b], p.cfg.block_size);
+  const int slot = b * p.kv.n_kv_heads + kvh;
+  const size_t desc_head = static_cast<size_t>(slot) * p.desc.max_blocks;
+  const int end = sh.begin + sh.n;
+  float qbar[D / 32];
+  for (int first = sh.begin; first < end; first += kWarps * kBlocksPerWarp) {
+    WarpBlocks<T, D> blocks;
+    blocks.load(p, desc_head, first, kWarps, end);
+    if (first == sh.begin) pooled_query<T, D>(p, b, kvh, qbar);  // while the first loads are in flight
+    const uint32_t hi = score_and_store<T, D>(p, blocks, qbar, desc_head, sh.M, first, kWarps, end);
+    const int lane = threadIdx.x % 32, blk = first + threadIdx.x / 32 + kWarps * (lane / 4);
+    if (lane % 4 == 0 && blk < end) staged_hi[blk - sh.begin] = hi;
+  }
+  topk_cluster<kCtas>(sh, staged_hi, 1, p.cfg, p.blocks + static_cast<size_t>(slot) * p.max_selected, p.n_blocks + slot);
+}
+
+// Launches the selection on clusters of kCtas CTAs: the fused kernel when a warp has at most
+// kFusedRounds rounds of blocks, else the scores kernel and topk_kernel.
+template <class T, int D, int kCtas>
+void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
+  const dim3 topk_grid(kCtas * p.kv.n_kv_heads, p.kv.batch);
+  const int share = (p.desc.max_blocks + kCtas - 1) / kCtas;  // blocks per CTA at capacity
+  if (share <= kFusedRounds * (kTopkThreads<kCtas> / 32) * kBlocksPerWarp) {
+    detail::launch_dependent(select_fused_kernel<T, D, kCtas>, topk_grid, kTopkThreads<kCtas>, share * sizeof(uint32_t),
+                             stream, "select_fused_kernel", p);  // at most 4 KB of shared memory
+    return;
+  }
+  const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
+  detail::launch_dependent(block_scores_kernel<T, D>, score_grid, kScoreThreads, 0, stream, "block_scores_kernel", p);
+  // A CTA stages up to kTopkSmemKeys / kCtas high words, its share of M (128 KB for one CTA).
+  const int smem_keys = std::min(share, kTopkSmemKeys / kCtas);
+  static bool configured = false;  // per instance; the attribute is per function
+  if (!configured) {
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<kCtas>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kTopkSmemKeys / kCtas * sizeof(uint32_t))));
+    configured = true;
+  }
+  detail::launch_dependent(topk_kernel<kCtas>, topk_grid, kTopkThreads<kCtas>, smem_keys * sizeof(uint32_t), stream,
+                           "topk_kernel", p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks,
+                           p.n_blocks, p.max_selected, smem_keys);
+}
+
+template <class T, int D>
+void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  RESA_CUDA_CHECK(cudaGetDevice(&device));
+  RESA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const long long heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
+  if (heads * 8 <= sms)
+    launch_selection<T, D, 8>(p, stream);
+  else if (heads * 4 <= sms)
+    launch_selection<T, D, 4>(p, stream);
+  else if (heads * 2 <= sms)
+    launch_selection<T, D, 2>(p, stream);
+  else
+    launch_selection<T, D, 1>(p, stream);
 }
 
 }  // namespace
@@ -378,20 +575,10 @@ void select_blocks(const SelectParams<T>& p, cudaStream_t stream) {
                           " < " + std::to_string(need) + " needed at capacity " + std::to_string(p.kv.capacity));
   if (!p.q || !p.scores || !p.keys || !p.blocks || !p.n_blocks || !p.desc.kmin || !p.desc.kmax)
     throw InvalidArgument("cuda::select_blocks: a device pointer is null");
-  const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
-  detail::launch_dependent(p.kv.head_dim == 128 ? block_scores_kernel<T, 128> : block_scores_kernel<T, 64>, score_grid,
-                           kScoreThreads, 0, stream, "block_scores_kernel", p);
-  const int smem_keys = std::min(p.desc.max_blocks, kTopkSmemKeys);
-  static bool configured = false;  // the shared-memory attribute is per function
-  if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kTopkSmemKeys * sizeof(uint32_t))));
-    configured = true;
-  }
-  detail::launch_dependent(topk_kernel, dim3(p.kv.n_kv_heads, p.kv.batch), kSelectThreads,
-                           smem_keys * sizeof(uint32_t), stream, "topk_kernel", p.kv.length,
-                           p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks,
-                           p.max_selected, smem_keys);
+  if (p.kv.head_dim == 128)
+    launch_selection<T, 128>(p, stream);
+  else
+    launch_selection<T, 64>(p, stream);
 }
 
 #define RESA_INSTANTIATE(T)                                                                              \
