@@ -9,6 +9,7 @@
 #                                                                            -> quick.log
 #   checks    tests and verify at the same time (saves ~2 min of device time; not before bench)
 #   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
+#             (SANITIZERS="initcheck" runs a subset of the tools)
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
 #             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
@@ -90,7 +91,7 @@ for s in "${stages[@]}"; do
       cat "$OUT/.tests_summary"; rm -f "$OUT/.tests_summary" ;;
     sanitize)
       : >"$OUT/sanitizer.log"
-      for tool in memcheck racecheck initcheck synccheck; do
+      for tool in ${SANITIZERS:-memcheck racecheck initcheck synccheck}; do
         extra=""; [ $tool = memcheck ] && extra="--leak-check full"
         timeout 150 compute-sanitizer --tool $tool $extra --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
           >>"$OUT/sanitizer.log" 2>&1; r=$?

@@ -221,6 +221,10 @@ void verify_sparse(Recorder& rec, const AttentionShape& shape, const std::vector
     DeviceBuffer<int32_t> blocks(static_cast<size_t>(cache.batch) * shape.n_kv_heads * max_sel);
     DeviceBuffer<int32_t> counts(static_cast<size_t>(cache.batch) * shape.n_kv_heads);
     blocks.fill_bytes(0xff);
+    // Past a sequence's last block the scratch is never written: poisoned, so that the whole
+    // buffer can be downloaded (only each sequence's blocks are compared).
+    scores.fill_bytes(0xff);
+    keys.fill_bytes(0xff);
     SelectParams<T> sp;
     sp.q = dq.get();
     sp.kv = st.kv;
