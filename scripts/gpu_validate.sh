@@ -16,8 +16,10 @@
 #   sass      SASS opcode counts per kernel (cuobjdump) and the listing of the rectification
 #             kernel (bf16, d = 128): what the compiler made of the source -> sass.txt, sass_wgmma.txt
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
-#             rectification kernel at 28/4 batch 8 64K (clocks locked to base)
-#                                                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt
+#             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
+#             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
+#             among "decode rect select")  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt,
+#                                             ncu_select_12x2_b1_256k.txt, ncu_select_28x4_b8_256k.txt
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
 #             unpack here and run scripts/write_validation_record.py on the folder
@@ -109,13 +111,27 @@ for s in "${stages[@]}"; do
       PYTHONUNBUFFERED=1 python3 scripts/train_model.py --out "$OUT/model" >"$OUT/model_training.log" 2>&1 || rc=1
       grep -E "held-out|^\{" "$OUT/model_training.log" ;;
     ncu)
-      ncu --kernel-name regex:"attention_split_decode|attention_merge" --launch-count 2 --section SpeedOfLight \
-        --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
-        $build/cuda/bench_gpu --length 262144 --shape 12/2 --batch 1 >"$OUT/ncu_decode_b1_256k.txt" 2>&1 || rc=1
-      ncu --kernel-name regex:"attention_split_wgmma" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-        --section ComputeWorkloadAnalysis --section InstructionStats --section SchedulerStats \
-        $build/cuda/bench_gpu --length 65536 --shape 28/4 --batch 8 >"$OUT/ncu_rect_28x4_b8_64k.txt" 2>&1 || rc=1
-      grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -20 ;;
+      profiles=" ${NCU_PROFILES:-decode rect select} "
+      if [[ $profiles == *" decode "* ]]; then
+        ncu --kernel-name regex:"attention_split_decode|attention_merge" --launch-count 2 --section SpeedOfLight \
+          --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
+          $build/cuda/bench_gpu --length 262144 --shape 12/2 --batch 1 >"$OUT/ncu_decode_b1_256k.txt" 2>&1 || rc=1
+      fi
+      if [[ $profiles == *" rect "* ]]; then
+        ncu --kernel-name regex:"attention_split_wgmma" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+          --section ComputeWorkloadAnalysis --section InstructionStats --section SchedulerStats \
+          $build/cuda/bench_gpu --length 65536 --shape 28/4 --batch 8 >"$OUT/ncu_rect_28x4_b8_64k.txt" 2>&1 || rc=1
+      fi
+      if [[ $profiles == *" select "* ]]; then
+        for cfg in "12/2 1" "28/4 8"; do
+          read -r shape batch <<<"$cfg"
+          ncu --kernel-name regex:"block_scores|topk_kernel" --launch-count 2 --section SpeedOfLight \
+            --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
+            $build/cuda/bench_gpu --length 262144 --shape "$shape" --batch "$batch" \
+            >"$OUT/ncu_select_${shape/\//x}_b${batch}_256k.txt" 2>&1 || rc=1
+        done
+      fi
+      grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -30 ;;
     pack)
       list=$(mktemp)
       (cd "$OUT" && find . -mindepth 1 -maxdepth 1 ! -name logs.tar -printf '%P\n' | sort >"$list" &&
