@@ -1,8 +1,10 @@
 // tests/test_selection.cpp — descriptors (incremental = rebuild, refresh = rebuild, exact min/max),
-// block scores against the fp64 oracle, and selection against its brute-force definition with
+// block scores against the fp64 oracle (and the scores kernel's reduce-scatter order emulated
+// against the reference butterfly), and selection against its brute-force definition with
 // ties, NaN scores, partial last blocks, sink and local blocks.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -139,6 +141,68 @@ TEST(Scores, FollowTheWarpSummationOrder) {
   float sequential = 0.0f;
   for (int j = 0; j < d; ++j) sequential += to_float(kmax[j]);
   EXPECT_EQ(sequential, 0x1p24f);
+}
+
+// The scores kernel (cuda/src/selection.cu, WarpBlocks::score) runs the butterfly as a
+// reduce-scatter over a warp's eight blocks: at XOR offsets 16, 8 and 4 a lane keeps half of its
+// blocks and adds its partner's partial of them, then offsets 2 and 1 finish lane quad j's block
+// j. Emulated here on lane partials chosen freely (d = 32 with unit descriptors makes lane l's
+// partial qbar[l]), every lane of quad j must hold block_score's bits for block j. The same
+// emulation with the offsets in another order must fail, so the test can tell the trees apart.
+std::vector<float> reduce_scatter(std::vector<std::array<float, 8>> part, const int (&offsets)[3]) {
+  for (int step = 0, n = 8; step < 3; ++step, n /= 2) {
+    const int off = offsets[step];
+    auto next = part;
+    for (int l = 0; l < 32; ++l) {
+      const bool upper = l & off;
+      for (int k = 0; k < n / 2; ++k) {
+        const float keep = upper ? part[l][k + n / 2] : part[l][k];
+        const float recv = upper ? part[l ^ off][k + n / 2] : part[l ^ off][k];  // what the partner sends
+        next[l][k] = add_rn(keep, recv);
+      }
+    }
+    part = next;
+  }
+  std::vector<float> lane(32);
+  for (int l = 0; l < 32; ++l) lane[l] = part[l][0];
+  for (int off = 2; off >= 1; off /= 2) {
+    std::vector<float> next(32);
+    for (int l = 0; l < 32; ++l) next[l] = add_rn(lane[l], lane[l ^ off]);
+    lane = next;
+  }
+  for (auto& x : lane) x = canonicalize_nan(x);
+  return lane;
+}
+
+TEST(Scores, ReduceScatterOfTheDeviceEqualsTheButterfly) {
+  std::mt19937_64 rng(31);
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> exponent(-30, 30), pick(0, 15);
+  const std::vector<bf16> ones(32, from_float<bf16>(1.0f));
+  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0x1p24f, 1.0f, -0x1p-20f};
+  int mismatches = 0, reordered_differs = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<std::array<float, 8>> part(32);
+    std::vector<std::vector<float>> qbar(8, std::vector<float>(32));
+    for (int j = 0; j < 8; ++j)
+      for (int l = 0; l < 32; ++l) {
+        const int p = pick(rng);
+        float x = std::ldexp(normal(rng), exponent(rng));
+        if (trial % 4 == 0 && p < 8) x = specials[p];  // signed zeros, infinities, NaN in some trials
+        qbar[j][l] = x;
+        part[l][j] = x;
+      }
+    const std::vector<float> got = reduce_scatter(part, {16, 8, 4});
+    const std::vector<float> other = reduce_scatter(part, {4, 8, 16});
+    for (int l = 0; l < 32; ++l) {
+      const int j = l / 4;
+      const float want = block_score<bf16>(32, qbar[j].data(), ones.data(), ones.data());
+      mismatches += f32_bits(got[l]) != f32_bits(want);
+      reordered_differs += f32_bits(other[l]) != f32_bits(want);
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_GT(reordered_differs, 1000) << "the data cannot tell the summation trees apart";
 }
 
 SparseConfig config(int b, const char* ratio, int n_min, int n_local, int n_sink) {
