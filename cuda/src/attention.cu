@@ -773,9 +773,7 @@ struct DecodeInstance {
 // in one wave, and two stages when none does (the stage count never changes the arithmetic).
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
-  int device = 0, sms = 0;
-  RESA_CUDA_CHECK(cudaGetDevice(&device));
-  RESA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
   if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6>::ctas_per_sm())
     DecodeInstance<T, D, 6>::launch(p, grid, rows, max_splits, stream);

@@ -1,6 +1,7 @@
 // cuda/src/launch.cuh — host-side launch with programmatic dependent launch (the device side,
 // wait_for_previous_grid and allow_dependent_launch, is in device_common.cuh, which says what a
-// kernel launched this way must do). Included by the .cu files of cuda/src that launch kernels.
+// kernel launched this way must do), and the device's SM count, by which launches size their
+// grids. Included by the .cu files of cuda/src that launch kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,6 +28,14 @@ void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t s
   config.attrs = &attribute;
   config.numAttrs = 1;
   ::resa::cuda::check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
+}
+
+// Streaming multiprocessors of the current device (the launches size their choices by it).
+inline int sm_count() {
+  int device = 0, sms = 0;
+  RESA_CUDA_CHECK(cudaGetDevice(&device));
+  RESA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
 }
 
 }  // namespace resa::cuda::detail

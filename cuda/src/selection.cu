@@ -512,9 +512,7 @@ void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
 
 template <class T, int D>
 void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
-  int device = 0, sms = 0;
-  RESA_CUDA_CHECK(cudaGetDevice(&device));
-  RESA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = detail::sm_count();
   const long long heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
   if (heads * 8 <= sms)
     launch_selection<T, D, 8>(p, stream);
