@@ -1,8 +1,9 @@
 // cuda/src/selection.cu — block descriptors (range refresh, incremental update of the newest
 // token), K/V writes, and block selection fused on the device (reference/src/selection.cpp is the
-// spec). Selection is one launch for short sequences (select_fused_kernel: a cluster of eight CTAs
-// scores its blocks and runs the top-k) and two for long ones (block_scores_kernel over many CTAs,
-// then topk_kernel on a cluster of eight CTAs). The top-k computes n_sel in exact integers, forces
+// spec). Selection is one launch for short sequences (select_fused_kernel: a cluster of CTAs per
+// head scores its blocks and runs the top-k) and two for long ones (block_scores_kernel over many
+// CTAs, then topk_kernel on a cluster per head); a cluster has 1-8 CTAs, as many as the heads
+// leave SMs for (launch_selection). The top-k computes n_sel in exact integers, forces
 // the local/sink blocks, radix-selects over the 64-bit rank keys of resa::selection_key (the
 // CTAs' histograms meet in distributed shared memory) and compacts in ascending block order.
 // Nothing leaves the device. Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
@@ -235,9 +236,10 @@ __device__ __forceinline__ int warp_inclusive_sum(int x) {
 // histograms meet through distributed shared memory (one cluster barrier per radix pass), and
 // each CTA writes its selected blocks after those of the CTAs below it. A key is (high word: the
 // score's order, or all ones for a forced block) << 32 | (~block index), so the top-k needs only
-// the high words of its share: hi_words[i * hi_stride] is that of block begin + i. select_blocks
-// takes the largest cluster that still gives every CTA an SM of its own: eight CTAs for a few
-// heads (batch 1), one CTA of 1024 threads, without cluster barriers, once the heads fill the card.
+// the high words of its share: hi_words[i * hi_stride] is that of block begin + i.
+// launch_selection takes the largest cluster that still gives every CTA an SM of its own: eight
+// CTAs for a few heads (batch 1), down to one CTA of 1024 threads, without cluster barriers, once
+// the heads fill the card.
 template <int kCtas>
 constexpr int kTopkThreads = kCtas == 1 ? 1024 : 512;
 
