@@ -18,8 +18,10 @@
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
-#             among "decode rect select")  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt,
-#                                             ncu_select_12x2_b1_256k.txt, ncu_select_28x4_b8_256k.txt
+#             among "decode rect select short", default the first three; "short": the batch-1 4K
+#             decode and fused selection kernels)
+#                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
+#                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
 #             unpack here and run scripts/write_validation_record.py on the folder
@@ -129,6 +131,13 @@ for s in "${stages[@]}"; do
             --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
             $build/cuda/bench_gpu --length 262144 --shape "$shape" --batch "$batch" \
             >"$OUT/ncu_select_${shape/\//x}_b${batch}_256k.txt" 2>&1 || rc=1
+        done
+      fi
+      if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
+        for kernel in attention_split_decode attention_merge select_fused; do
+          ncu --kernel-name regex:"$kernel" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+            --section LaunchStats --section SchedulerStats \
+            $build/cuda/bench_gpu --length 4096 --shape 12/2 --batch 1 >>"$OUT/ncu_short_12x2_b1_4k.txt" 2>&1 || rc=1
         done
       fi
       grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -30 ;;
