@@ -459,9 +459,9 @@ __global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCt
 // Scores and top-k in one launch (short sequences): each CTA of the cluster scores the blocks of
 // its own top-k share (warp w takes blocks begin + w + warps * j, eight per round) and keeps their
 // keys' high words in shared memory, so the top-k reads no keys from global memory. Saves a launch
-// and a round trip; each warp walks its blocks in rounds, so select_blocks takes it only up to
-// kFusedRounds rounds (H200, 12/2 batch 1: 16K, one round, 11.9 -> 9.9 us; 64K, four rounds,
-// 12.0 us either way).
+// and a round trip; each warp walks its blocks in rounds, so launch_selection takes it only up to
+// kFusedRounds rounds (H200, 12/2 batch 1: 16K, one round, 11.1 us in two launches, 9.8 fused;
+// 64K, four rounds, 11.8-12.0 us either way).
 constexpr int kFusedRounds = 4;
 template <class T, int D, int kCtas>
 __global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCtas>)
