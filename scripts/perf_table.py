@@ -9,9 +9,10 @@ block mask for block-sparse attention) with our speedup over it, and the row's b
 its bytes take at the measured copy bandwidth and, for rectification, its tensor-core work at the
 card's matrix rate and its softmax at the instruction floor, whichever is largest; then each
 performance target of DESIGN.md §5 / issue 7 with the rows it covers and whether it is met.
-Nothing is asserted here: the table says what was measured.
+With --was OLDER_RECORD, a last column gives each row's time in that earlier run (compare runs
+only on the same kind of card). Nothing is asserted here: the table says what was measured.
 
-Usage: scripts/perf_table.py validation/<record>/ [--targets-only]
+Usage: scripts/perf_table.py validation/<record>/ [--targets-only] [--was validation/<older record>/]
 Self-test (synthetic files with known answers): scripts/perf_table.py --self-test
 """
 import argparse
@@ -110,11 +111,13 @@ def fmt_len(L):
     return f"{L // 1024}K" if L % 1024 == 0 else str(L)
 
 
-def table(rows, bw):
+def table(rows, bw, was=None):
+    """Markdown rows; `was` = (label, {(kernel, shape, batch, L): µs}) adds that run's time per row."""
+    was_head = f" was ({was[0]}) |" if was else ""
     lines = [f"Copy bandwidth (device-to-device, read + write) measured in the run: {bw:.0f} GB/s.", "",
              "| kernel | shape | batch | L | time µs | MB | % copy BW | bound µs | % of bound | vs our dense | "
-             "peer (same run) | ours vs peer |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "peer (same run) | ours vs peer |" + was_head,
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if was else "")]
     for r in rows:
         vs = "—" if r["vs_dense"] is None else (f"{r['vs_dense']:.2f}x" if r["kernel"] != "rectification f=32"
                                                  else f"{r['us'] / r['dense_us']:.2f}x the time")
@@ -123,6 +126,9 @@ def table(rows, bw):
         lines.append(f"| {r['kernel']} | {r['shape']} | {r['batch']} | {fmt_len(r['L'])} | {r['us']:.1f} | "
                      f"{fmt_mb(r['bytes'])} | {100 * r['frac_bw']:.1f}% | {r['bound_us']:.1f} | "
                      f"{100 * r['bound_us'] / r['us']:.0f}% | {vs} | {peer} | {ratio} |")
+        if was:
+            before = was[1].get((r["kernel"], r["shape"], r["batch"], r["L"]))
+            lines[-1] += " — |" if before is None else f" {before:.1f} |"
     return "\n".join(lines)
 
 
@@ -166,14 +172,23 @@ def targets(rows, bw):
     return res
 
 
-def report(record, targets_only=False, label=None):
-    """The table and the targets of the run in folder `record` (named `label`, default the folder's name)."""
+def report(record, targets_only=False, label=None, was_record=None):
+    """The table and the targets of the run in folder `record` (named `label`, default the folder's
+    name); with `was_record`, each row's time in that earlier run too."""
     bench, peers = load(record)
     rows = rows_with_peers(bench, peers)
     bw = bench["copy_bandwidth_gbs"]
     label = label or pathlib.Path(record).name
+    was = None
+    if was_record:
+        old, _ = load(was_record)
+        if old.get("device") != bench.get("device"):
+            sys.exit(f"perf_table: --was {was_record} ran on {old.get('device')!r}, this run on "
+                     f"{bench.get('device')!r}: compare runs of the same kind of card")
+        was = (pathlib.Path(was_record).name,
+               {(kernel_name(r["kernel"]), r["shape"], r["batch"], r["L"]): r["us"] for r in old["rows"]})
     out = [] if targets_only else [f"Card: {bench.get('device', 'unknown')}; record `{label}`.", "",
-                                   table(rows, bw), ""]
+                                   table(rows, bw, was), ""]
     out.append("Targets (the rows each covers; met only if every one is):")
     for name, met, detail in targets(rows, bw):
         out.append(f"- {'**met**' if met else 'not met'}: {name} — {detail}")
@@ -217,6 +232,19 @@ def self_test():
     # its 4295 MB at 4269 GB/s (1006.1 µs) and the softmax floor (1187.6 µs).
     b = rectification_bound_us("28/4", 8, 262144, 4294967296, 4269.0, CARDS["NVIDIA H200"])
     assert (round(b["tensor"], 1), round(b["memory"], 1), round(b["softmax"], 1)) == (1435.3, 1006.1, 1187.6), b
+    # --was: the earlier run's time per row, "—" where it had no such row, and a refusal across cards.
+    with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as old:
+        (pathlib.Path(d) / "bench.json").write_text(json.dumps(bench))
+        (pathlib.Path(old) / "bench.json").write_text(json.dumps(dict(bench, rows=[dict(bench["rows"][0], us=120.0)])))
+        text = report(d, was_record=old)
+        assert "| 64K | 100.0 | 90.0 | 90.0% | 90.0 | 90% | 1.00x | — | — | 120.0 |" in text and f"was ({pathlib.Path(old).name}) |" in text, text
+        assert "| 12/2 | 1 | 4K | 8.0 |" in text and text.split("| 12/2 | 1 | 4K | 8.0 |")[1].split("\n")[0].endswith("— |"), text
+        (pathlib.Path(old) / "bench.json").write_text(json.dumps(dict(bench, device="Other GPU")))
+        try:
+            report(d, was_record=old)
+            raise AssertionError("--was across cards was not refused")
+        except SystemExit as e:
+            assert "same kind of card" in str(e), e
     # The peer names are those scripts/bench_peers.py writes (a rename would empty the peer column).
     peers_script = (pathlib.Path(__file__).parent / "bench_peers.py").read_text()
     for name in PEER_OF.values():
@@ -228,13 +256,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("record", nargs="?", help="a validation record folder holding bench.json (and peers.json)")
     ap.add_argument("--targets-only", action="store_true", help="print only the targets")
+    ap.add_argument("--was", metavar="OLDER_RECORD", help="add each row's time in an earlier record of the same card")
     ap.add_argument("--self-test", action="store_true")
     a = ap.parse_args()
     if a.self_test:
         return self_test()
     if not a.record:
         ap.error("the record folder is required")
-    print(report(a.record, a.targets_only))
+    print(report(a.record, a.targets_only, was_record=a.was))
 
 
 if __name__ == "__main__":
