@@ -65,6 +65,16 @@ run_tests() {
   grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15
   return $r
 }
+# One Nsight Compute run over bench_gpu, appended to $OUT/FILE: the kernels matching REGEX, the
+# first COUNT launches, the sections every profile has plus EXTRA ("A B" section names).
+# Usage: ncu_profile FILE REGEX COUNT EXTRA BENCH_ARGS...
+ncu_profile() {
+  local file=$1 regex=$2 count=$3 extra=() section
+  for section in $4; do extra+=(--section "$section"); done
+  shift 4
+  ncu --kernel-name regex:"$regex" --launch-count "$count" --section SpeedOfLight --section WarpStateStats \
+    --section SchedulerStats "${extra[@]}" $build/cuda/bench_gpu "$@" >>"$OUT/$file" 2>&1
+}
 run_verify() {
   $build/cli/resa verify -v >"$OUT/verify.log" 2>&1; local r=$?
   grep -vE "^  .*  ok$" "$OUT/verify.log" | tail -40
@@ -114,30 +124,24 @@ for s in "${stages[@]}"; do
       grep -E "held-out|^\{" "$OUT/model_training.log" ;;
     ncu)
       profiles=" ${NCU_PROFILES:-decode rect select} "
+      rm -f "$OUT"/ncu_*.txt
       if [[ $profiles == *" decode "* ]]; then
-        ncu --kernel-name regex:"attention_split_decode|attention_merge" --launch-count 2 --section SpeedOfLight \
-          --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
-          $build/cuda/bench_gpu --length 262144 --shape 12/2 --batch 1 >"$OUT/ncu_decode_b1_256k.txt" 2>&1 || rc=1
+        ncu_profile ncu_decode_b1_256k.txt "attention_split_decode|attention_merge" 2 "LaunchStats Occupancy" \
+          --length 262144 --shape 12/2 --batch 1 || rc=1
       fi
       if [[ $profiles == *" rect "* ]]; then
-        ncu --kernel-name regex:"attention_split_wgmma" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-          --section ComputeWorkloadAnalysis --section InstructionStats --section SchedulerStats \
-          $build/cuda/bench_gpu --length 65536 --shape 28/4 --batch 8 >"$OUT/ncu_rect_28x4_b8_64k.txt" 2>&1 || rc=1
+        ncu_profile ncu_rect_28x4_b8_64k.txt attention_split_wgmma 1 "ComputeWorkloadAnalysis InstructionStats" \
+          --length 65536 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" select "* ]]; then
-        for cfg in "12/2 1" "28/4 8"; do
-          read -r shape batch <<<"$cfg"
-          ncu --kernel-name regex:"block_scores|topk_kernel" --launch-count 2 --section SpeedOfLight \
-            --section WarpStateStats --section LaunchStats --section Occupancy --section SchedulerStats \
-            $build/cuda/bench_gpu --length 262144 --shape "$shape" --batch "$batch" \
-            >"$OUT/ncu_select_${shape/\//x}_b${batch}_256k.txt" 2>&1 || rc=1
-        done
+        ncu_profile ncu_select_12x2_b1_256k.txt "block_scores|topk_kernel" 2 "LaunchStats Occupancy" \
+          --length 262144 --shape 12/2 --batch 1 || rc=1
+        ncu_profile ncu_select_28x4_b8_256k.txt "block_scores|topk_kernel" 2 "LaunchStats Occupancy" \
+          --length 262144 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do
-          ncu --kernel-name regex:"$kernel" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-            --section LaunchStats --section SchedulerStats \
-            $build/cuda/bench_gpu --length 4096 --shape 12/2 --batch 1 >>"$OUT/ncu_short_12x2_b1_4k.txt" 2>&1 || rc=1
+          ncu_profile ncu_short_12x2_b1_4k.txt "$kernel" 1 LaunchStats --length 4096 --shape 12/2 --batch 1 || rc=1
         done
       fi
       grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -30 ;;
