@@ -385,16 +385,19 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 }
 
 // Decode variant for launches whose query rows fit one 16-row MMA tile (decode, block-sparse
-// decode, chunks with n_new * g <= 16). The four warps share each key tile instead of idling:
-// warp w computes the scores of keys 16w..16w+15 (the same k16 chains), the row maxima meet in
-// shared memory, P goes through shared memory, and warp w accumulates output columns
-// [w*D/4, (w+1)*D/4) over the tile's four key groups in order. Every element sees exactly the
-// operations of the reference schedule (and of attention_split_wgmma_kernel), so a query's
-// output is the same bits in decode and in rectification.
-constexpr int kDecodeWarps = 4;
+// decode, chunks with n_new * g <= 16). The kWarps warps (4 or 8) share each key tile instead of
+// idling: warp w computes the scores of the tile's n-tiles [w * 8 / kWarps, (w + 1) * 8 / kWarps)
+// of eight keys each (the same k16 chains), the row maxima meet in shared memory, P goes through
+// shared memory, and warp w accumulates output columns [w*D/kWarps, (w+1)*D/kWarps) over the
+// tile's four key groups in order. Every element sees exactly the operations of the reference
+// schedule (and of attention_split_wgmma_kernel) whatever kWarps is, so a query's output is the
+// same bits in decode and in rectification; the row maxima are the same values in any grouping
+// (max_ignore_nan keeps the first of +0 and -0, and either gives the same exp2 and merge factors).
+// Eight warps halve each warp's dependent chain per tile (scores, P·V, loader copies), which is
+// what bounds a split when the grid is one wave of few CTAs (launch_decode).
 constexpr int kMaxSplitBlocks = 512;  // block-list entries of one split staged in shared memory
-template <class T, int D, int kStages>
-__global__ void __launch_bounds__(kDecodeWarps * 32)
+template <class T, int D, int kStages, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   extern __shared__ __align__(16) uint16_t smem[];
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
@@ -402,7 +405,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   constexpr int kRow = smem_row<D>();
   constexpr int kTileElems = kKeyTile * kRow;
   constexpr int kPRow = kKeyTile + 8;
-  constexpr int kColTiles = D / 8 / kDecodeWarps;  // output n-tiles per warp
+  constexpr int kColTiles = D / 8 / kWarps;  // output n-tiles per warp (pairs: pv below)
+  constexpr int kScoreTiles = kKeyTile / 8 / kWarps;  // 8-key score n-tiles per warp
+  static_assert(kColTiles % 2 == 0 && kScoreTiles >= 1, "attention_split_decode_kernel: warps per tile");
   uint16_t* ps = smem + 2 * kStages * kTileElems;  // P [16][kPRow]
   float* red = reinterpret_cast<float*>(ps + 16 * kPRow);  // [warps][16] row maxima
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
@@ -496,11 +501,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     const uint16_t* ks = smem + tile % kStages * 2 * kTileElems;
     const uint16_t* vs = ks + kTileElems;
     const int t0 = split_begin + tile * kKeyTile;
-    // Scores of this warp's 16 keys (n-tiles 2w and 2w+1).
-    float s[2][4];
+    // Scores of this warp's keys (n-tiles kScoreTiles * w + jj).
+    float s[kScoreTiles][4];
 #pragma unroll
-    for (int jj = 0; jj < 2; ++jj) {
-      const int j = 2 * warp + jj;
+    for (int jj = 0; jj < kScoreTiles; ++jj) {
+      const int j = kScoreTiles * warp + jj;
       s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
 #pragma unroll
       for (int u = 0; u < D / 16; u += 2) {
@@ -518,10 +523,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       active[h] = t0 < limit[h];
       float x = neg_inf();
 #pragma unroll
-      for (int jj = 0; jj < 2; ++jj)
+      for (int jj = 0; jj < kScoreTiles; ++jj)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int idx = t0 + 8 * (2 * warp + jj) + 2 * tq + e;
+          const int idx = t0 + 8 * (kScoreTiles * warp + jj) + 2 * tq + e;
           const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], p.schedule.scale_log2) : neg_inf();
           s[jj][2 * h + e] = t;
           x = max_ignore_nan(x, t);
@@ -536,17 +541,17 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int h = 0; h < 2; ++h) {
       float x = m[h];
 #pragma unroll
-      for (int w = 0; w < kDecodeWarps; ++w) x = max_ignore_nan(x, red[w * 16 + gid + 8 * h]);
+      for (int w = 0; w < kWarps; ++w) x = max_ignore_nan(x, red[w * 16 + gid + 8 * h]);
       mx[h] = x;
       alpha[h] = softmax_rescale_np(m[h], x);
       m[h] = x;
     }
     // P of this warp's keys into shared memory, in the storage dtype.
 #pragma unroll
-    for (int jj = 0; jj < 2; ++jj)
+    for (int jj = 0; jj < kScoreTiles; ++jj)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        *reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * kPRow + 8 * (2 * warp + jj) + 2 * tq) =
+        *reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * kPRow + 8 * (kScoreTiles * warp + jj) + 2 * tq) =
             detail::pack_rn<T>(softmax_prob_np(s[jj][2 * h], mx[h]), softmax_prob_np(s[jj][2 * h + 1], mx[h]));
       }
     __syncthreads();
@@ -747,40 +752,46 @@ int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split
 
 // One instance of the decode kernel: its shared memory, how many of its CTAs an SM holds (the
 // shared-memory attribute is set on first use), and its launch.
-template <class T, int D, int kStages>
+template <class T, int D, int kStages, int kWarps>
 struct DecodeInstance {
   static constexpr size_t kSmem =
-      kStages * decode_stage_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kDecodeWarps * 16 * sizeof(float);
+      kStages * decode_stage_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kWarps * 16 * sizeof(float);
   static int ctas_per_sm() {
     static const int n = [] {
-      RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D, kStages>,
+      RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D, kStages, kWarps>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
       int ctas = 0;
-      RESA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, attention_split_decode_kernel<T, D, kStages>,
-                                                                    kDecodeWarps * 32, kSmem));
+      RESA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &ctas, attention_split_decode_kernel<T, D, kStages, kWarps>, kWarps * 32, kSmem));
       return ctas;
     }();
     return n;
   }
   static void launch(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
     ctas_per_sm();  // sets the shared-memory attribute
-    detail::launch_dependent(attention_split_decode_kernel<T, D, kStages>, grid, kDecodeWarps * 32, kSmem, stream,
+    detail::launch_dependent(attention_split_decode_kernel<T, D, kStages, kWarps>, grid, kWarps * 32, kSmem, stream,
                              "attention_split_decode_kernel", p, rows, max_splits);
   }
 };
 
 // The decode kernel with the most stages (of 6, 3, 2) whose CTAs per SM still hold the whole grid
-// in one wave, and two stages when none does (the stage count never changes the arithmetic).
+// in one wave, and two stages when none does (the stage count never changes the arithmetic). A
+// one-wave grid runs eight warps per CTA where D has the columns for them (D = 128): its time is
+// a split's chain of tiles, which eight warps halve per warp; grids of several waves keep four
+// warps, three CTAs per SM and the measured two-stage schedule.
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
+  constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
+  using Six = DecodeInstance<T, D, 6, kWideWarps>;
+  using Three = DecodeInstance<T, D, 3, kWideWarps>;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
-  if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6>::ctas_per_sm())
-    DecodeInstance<T, D, 6>::launch(p, grid, rows, max_splits, stream);
-  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3>::ctas_per_sm())
-    DecodeInstance<T, D, 3>::launch(p, grid, rows, max_splits, stream);
+  if (ctas <= static_cast<long long>(sms) * Six::ctas_per_sm())
+    Six::launch(p, grid, rows, max_splits, stream);
+  else if (ctas <= static_cast<long long>(sms) * Three::ctas_per_sm())
+    Three::launch(p, grid, rows, max_splits, stream);
   else
-    DecodeInstance<T, D, 2>::launch(p, grid, rows, max_splits, stream);
+    DecodeInstance<T, D, 2, 4>::launch(p, grid, rows, max_splits, stream);
 }
 
 template <class T, int D>
