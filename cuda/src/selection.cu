@@ -194,29 +194,78 @@ __device__ uint32_t score_and_store(const SelectParams<T>& p, const WarpBlocks<T
   return static_cast<uint32_t>(key >> 32);
 }
 
-// Scores and rank keys of blocks [blockIdx.x * kBlocksPerCta, ...) of one (sequence, KV head),
-// spread over many CTAs (long sequences; topk_kernel follows). Warp w takes blocks first + w +
-// kScoreWarps * j.
+// Scores and rank keys of the blocks of one (sequence, KV head), spread over many CTAs (long
+// sequences; topk_kernel follows). A CTA takes `rounds` runs of kBlocksPerCta consecutive blocks
+// from blocks.first = blockIdx.x * rounds * kBlocksPerCta; in each run warp w takes blocks
+// run_first + w + kScoreWarps * j. A block's score and key do not depend on which warp or round
+// computes them.
+//   One round (block_scores_kernel): a warp loads its eight blocks, pools the query while they
+// are in flight, scores and leaves; four CTAs per SM (64 registers) cover the one round trip.
+// This serves grids of one or two waves (batch 1), where more blocks per CTA would mean fewer
+// CTAs than SMs can hold.
+//   Several rounds (block_scores_prefetch_kernel): a warp issues the loads of its next round's
+// blocks before it scores the current ones, so its loads stay in flight while it computes, and
+// pools the query once for all its rounds. The single-round kernel at 28/4 batch 8 256K was
+// latency-bound at 60% of DRAM bandwidth (each warp loads, waits, then computes with nothing in
+// flight; PERFORMANCE.md). The second register set costs a CTA per SM (three at 85 registers).
 constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
-// Four CTAs per SM (64 registers); fp16's software conversion needs more registers than that.
+// CTAs per SM: fp16's software conversion needs more registers than bf16's shift.
 template <class T>
 constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
+template <class T>
+constexpr int kScorePrefetchCtasPerSm = detail::MmaTraits<T>::kBf16 ? 3 : 2;
+
+// The rows one CTA of the scores kernels covers: runs [first + r * kBlocksPerCta, ...) for
+// r < rounds, clipped to the sequence's M blocks.
+struct ScoreRuns {
+  int M, first, end;
+  size_t desc_head;
+  template <class T>
+  __device__ ScoreRuns(const SelectParams<T>& p, int b, int kvh, int rounds)
+      : M((p.kv.length[b] + p.cfg.block_size - 1) / p.cfg.block_size),
+        first(blockIdx.x * rounds * kBlocksPerCta),
+        end(min(M, first + rounds * kBlocksPerCta)),
+        desc_head(static_cast<size_t>(b * p.kv.n_kv_heads + kvh) * p.desc.max_blocks) {}
+  __device__ int run_first(int r) const { return first + r * kBlocksPerCta; }
+  __device__ int run_last(int r) const { return min(end, run_first(r) + kBlocksPerCta); }
+};
+
 template <class T, int D>
 __global__ void __launch_bounds__(kScoreThreads, kScoreCtasPerSm<T>) block_scores_kernel(const SelectParams<T> p) {
   detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
   const int kvh = blockIdx.y, b = blockIdx.z;
-  const int M = (p.kv.length[b] + p.cfg.block_size - 1) / p.cfg.block_size;
-  const int first = blockIdx.x * kBlocksPerCta;
-  if (first >= M) return;
-  const size_t desc_head = static_cast<size_t>(b * p.kv.n_kv_heads + kvh) * p.desc.max_blocks;
-  const int last = min(M, first + kBlocksPerCta);
+  const ScoreRuns runs(p, b, kvh, 1);
+  if (runs.first >= runs.M) return;
   WarpBlocks<T, D> blocks;
-  blocks.load(p, desc_head, first, kScoreWarps, last);  // in flight while the query is pooled
+  blocks.load(p, runs.desc_head, runs.first, kScoreWarps, runs.end);  // in flight while the query is pooled
   float qbar[D / 32];
   pooled_query<T, D>(p, b, kvh, qbar);
-  score_and_store<T, D>(p, blocks, qbar, desc_head, M, first, kScoreWarps, last);
+  score_and_store<T, D>(p, blocks, qbar, runs.desc_head, runs.M, runs.first, kScoreWarps, runs.end);
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kScoreThreads, kScorePrefetchCtasPerSm<T>)
+    block_scores_prefetch_kernel(const SelectParams<T> p, int rounds) {
+  detail::wait_for_previous_grid();  // launched with launch_dependent; no early trigger (device_common.cuh)
+  const int kvh = blockIdx.y, b = blockIdx.z;
+  const ScoreRuns runs(p, b, kvh, rounds);
+  if (runs.first >= runs.M) return;
+  // Two register sets in turn (the loop is unrolled by two so that each set stays in registers);
+  // a run past runs.end loads nothing (WarpBlocks::load's `blk < last`) and is not scored.
+  WarpBlocks<T, D> even, odd;
+  even.load(p, runs.desc_head, runs.run_first(0), kScoreWarps, runs.run_last(0));
+  float qbar[D / 32];
+  pooled_query<T, D>(p, b, kvh, qbar);
+  for (int r = 0; runs.run_first(r) < runs.end; r += 2) {
+    odd.load(p, runs.desc_head, runs.run_first(r + 1), kScoreWarps, runs.run_last(r + 1));
+    score_and_store<T, D>(p, even, qbar, runs.desc_head, runs.M, runs.run_first(r), kScoreWarps, runs.run_last(r));
+    if (runs.run_first(r + 1) >= runs.end) break;
+    even.load(p, runs.desc_head, runs.run_first(r + 2), kScoreWarps, runs.run_last(r + 2));
+    score_and_store<T, D>(p, odd, qbar, runs.desc_head, runs.M, runs.run_first(r + 1), kScoreWarps,
+                          runs.run_last(r + 1));
+  }
 }
 
 // Inclusive sum of x over the lanes of a warp.
@@ -488,6 +537,25 @@ __global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCt
 
 // Launches the selection on clusters of kCtas CTAs: the fused kernel when a warp has at most
 // kFusedRounds rounds of blocks, else the scores kernel and topk_kernel.
+// The scores kernel for the grid at hand: runs of four (or two) rounds per CTA where that grid
+// still has at least two waves of the prefetching kernel's CTAs (batch 8 at long lengths), else
+// one round per CTA. The grid covers the capacity's blocks (CTAs past a sequence's length leave).
+template <class T, int D>
+void launch_scores(const SelectParams<T>& p, cudaStream_t stream) {
+  const long long heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
+  const auto runs_per_head = [&](int rounds) { return (p.desc.max_blocks + rounds * kBlocksPerCta - 1) / (rounds * kBlocksPerCta); };
+  const long long two_waves = 2LL * detail::sm_count() * kScorePrefetchCtasPerSm<T>;
+  for (const int rounds : {4, 2}) {
+    if (heads * runs_per_head(rounds) >= two_waves) {
+      detail::launch_dependent(block_scores_prefetch_kernel<T, D>, dim3(runs_per_head(rounds), p.kv.n_kv_heads, p.kv.batch),
+                               kScoreThreads, 0, stream, "block_scores_prefetch_kernel", p, rounds);
+      return;
+    }
+  }
+  detail::launch_dependent(block_scores_kernel<T, D>, dim3(runs_per_head(1), p.kv.n_kv_heads, p.kv.batch), kScoreThreads,
+                           0, stream, "block_scores_kernel", p);
+}
+
 template <class T, int D, int kCtas>
 void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
   const dim3 topk_grid(kCtas * p.kv.n_kv_heads, p.kv.batch);
@@ -497,8 +565,7 @@ void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
                              stream, "select_fused_kernel", p);  // at most 4 KB of shared memory
     return;
   }
-  const dim3 score_grid((p.desc.max_blocks + kBlocksPerCta - 1) / kBlocksPerCta, p.kv.n_kv_heads, p.kv.batch);
-  detail::launch_dependent(block_scores_kernel<T, D>, score_grid, kScoreThreads, 0, stream, "block_scores_kernel", p);
+  launch_scores<T, D>(p, stream);
   // A CTA stages up to kTopkSmemKeys / kCtas high words, its share of M (128 KB for one CTA).
   const int smem_keys = std::min(share, kTopkSmemKeys / kCtas);
   static bool configured = false;  // per instance; the attribute is per function

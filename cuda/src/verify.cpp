@@ -543,6 +543,10 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], chunks[i % 4], seed++);
     verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
   });
+  // A decode grid of 133-264 CTAs (137 on a 132-SM card): one wave at two CTAs per SM, the
+  // three-stage eight-warp decode instance (cuda/src/attention.cu, launch_decode); the quick
+  // matrix's other grids fit one CTA per SM.
+  verify_dense_and_chunk<bf16>(rec, {8, 1, 128}, {70000}, Fill::Normal, 8, seed++);
   if (!opt.quick) {
     // The two model shapes at longer lengths, rectification-sized chunks.
     verify_dense_and_chunk<bf16>(rec, {12, 2, 128}, {16384, 9999, 3}, Fill::Normal, 32, seed++);
@@ -565,20 +569,25 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
                         seed++, i % 5 == 1);
     verify_sparse<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 2) % 3], sparse_config(b, r, 4, 0, 32), seed++, false);
   });
-  // Every form of the selection launch (cuda/src/selection.cu, launch_selection; cluster sizes by
-  // heads x batch on a 132-SM card): clusters of 8 fused (above) and separate (long sequences),
-  // of 2 fused (36 heads), of 1 fused and separate (72 heads), of 4 separate (32 heads, full run).
-  // The sanitizers run the quick matrix, so it has them too.
+  // Every form of the selection launch (cuda/src/selection.cu, launch_selection and launch_scores;
+  // cluster sizes and scores rounds by heads x batch on a 132-SM card): clusters of 8 fused
+  // (above) and separate (long sequences), of 2 fused (36 heads), of 1 fused and separate (72
+  // heads; the separate one with two rounds per scores CTA), of 4 separate (32 heads, full run),
+  // and four rounds per scores CTA (72 heads of 3126 blocks, full run). The sanitizers run the
+  // quick matrix, so it has all but the full run's.
   const std::vector<int64_t> nine_short = {3000, 1, 17, 256, 4099, 777, 2048, 1500, 100};
-  const std::vector<int64_t> nine_long = {20000, 5, 9999, 300, 16, 4097, 12345, 700, 20001};
+  const std::vector<int64_t> nine_long = {25000, 5, 9999, 300, 16, 4097, 12345, 700, 25001};
   verify_sparse<bf16>(rec, {4, 1, 64}, {66000, 70001}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++,
                       false);
   verify_sparse<bf16>(rec, {8, 4, 64}, nine_short, Fill::Normal, sparse_config(16, {1, 10}, 4, 0, 32), seed++, false);
   verify_sparse<fp16>(rec, {16, 8, 64}, nine_short, Fill::Spread, sparse_config(16, {1, 5}, 16, 1, 32), seed++, true);
   verify_sparse<bf16>(rec, {16, 8, 64}, nine_long, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
-  if (!opt.quick)
+  if (!opt.quick) {
     verify_sparse<bf16>(rec, {28, 4, 128}, {66000, 1000, 3, 40000, 65536, 17, 5000, 12345}, Fill::Normal,
                         sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
+    verify_sparse<bf16>(rec, {16, 8, 64}, {50000, 5, 9999, 300, 16, 4097, 12345, 700, 50001}, Fill::Normal,
+                        sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
+  }
   if (!opt.quick && opt.long_context) {
     verify_sparse<bf16>(rec, {12, 2, 128}, {300000}, Fill::Normal, sparse_config(16, {1, 10}, 16, 0, 32), seed++, false);
     verify_sparse<bf16>(rec, {28, 4, 128}, {262144 + 9}, Fill::Normal, sparse_config(16, {1, 20}, 16, 0, 32), seed++, false);
