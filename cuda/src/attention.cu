@@ -396,8 +396,14 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 // Eight warps halve each warp's dependent chain per tile (scores, P·V, loader copies), which is
 // what bounds a split when the grid is one wave of few CTAs (launch_decode).
 constexpr int kMaxSplitBlocks = 512;  // block-list entries of one split staged in shared memory
+// CTAs per SM the register budget must allow (__launch_bounds__'s second argument): three for
+// eight warps with two stages (what their shared memory allows; unconstrained they take 94
+// registers, which fits two), else 0, which emits no directive (ptxas's own choice: the four-warp
+// instances keep the code they were measured with).
+template <int kStages, int kWarps>
+constexpr int kDecodeMinCtas = kWarps == 8 && kStages == 2 ? 3 : 0;
 template <class T, int D, int kStages, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
     attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   extern __shared__ __align__(16) uint16_t smem[];
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
@@ -774,24 +780,37 @@ struct DecodeInstance {
   }
 };
 
-// The decode kernel with the most stages (of 6, 3, 2) whose CTAs per SM still hold the whole grid
-// in one wave, and two stages when none does (the stage count never changes the arithmetic). A
-// one-wave grid runs eight warps per CTA where D has the columns for them (D = 128): its time is
-// a split's chain of tiles, which eight warps halve per warp; grids of several waves keep four
-// warps, three CTAs per SM and the measured two-stage schedule.
+// The decode kernel of kWarps warps with the most stages (of 6, 3, 2) whose CTAs per SM still
+// hold the whole grid in one wave, and two stages when none does (the stage count never changes
+// the arithmetic).
+template <class T, int D, int kWarps>
+void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
+                          cudaStream_t stream) {
+  if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6, kWarps>::ctas_per_sm())
+    DecodeInstance<T, D, 6, kWarps>::launch(p, grid, rows, max_splits, stream);
+  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, kWarps>::ctas_per_sm())
+    DecodeInstance<T, D, 3, kWarps>::launch(p, grid, rows, max_splits, stream);
+  else
+    DecodeInstance<T, D, 2, kWarps>::launch(p, grid, rows, max_splits, stream);
+}
+
+// The warp count, where D has the columns for eight (D = 128), by what the H200 measured (record
+// 2026-11-28 of 588e1b4, PERFORMANCE.md change 31): block-sparse gathers run eight warps at every
+// grid size (the per-key block-list lookup makes the loader a large part of a split's chain, and
+// eight warps share it: 3-4 us less at batch 1); dense decode runs eight only on grids of at most
+// half the SMs (4K at batch 1: 1 us less), four otherwise (eight measured slower there: 12/2
+// batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9 -> 31.0).
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
-  using Six = DecodeInstance<T, D, 6, kWideWarps>;
-  using Three = DecodeInstance<T, D, 3, kWideWarps>;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
-  if (ctas <= static_cast<long long>(sms) * Six::ctas_per_sm())
-    Six::launch(p, grid, rows, max_splits, stream);
-  else if (ctas <= static_cast<long long>(sms) * Three::ctas_per_sm())
-    Three::launch(p, grid, rows, max_splits, stream);
+  if (p.gather == KeyGather::Blocks)
+    launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
+  else if (2 * ctas <= sms)
+    DecodeInstance<T, D, 6, kWideWarps>::launch(p, grid, rows, max_splits, stream);
   else
-    DecodeInstance<T, D, 2, 4>::launch(p, grid, rows, max_splits, stream);
+    launch_decode_stages<T, D, 4>(p, grid, rows, max_splits, ctas, sms, stream);
 }
 
 template <class T, int D>

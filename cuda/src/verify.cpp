@@ -543,10 +543,15 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], chunks[i % 4], seed++);
     verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
   });
-  // A decode grid of 133-264 CTAs (137 on a 132-SM card): one wave at two CTAs per SM, the
-  // three-stage eight-warp decode instance (cuda/src/attention.cu, launch_decode); the quick
-  // matrix's other grids fit one CTA per SM.
-  verify_dense_and_chunk<bf16>(rec, {8, 1, 128}, {70000}, Fill::Normal, 8, seed++);
+  // Every instance of the decode kernel at D = 128 (cuda/src/attention.cu, launch_decode; grid
+  // sizes for a 132-SM card). Dense: up to 66 CTAs six stages of eight warps (the matrix above),
+  // then four warps with six stages (98 CTAs), three (137) and two (274). Block-sparse (ratio 1,
+  // every block selected): eight warps with six stages (the sparse matrix below), three (160
+  // CTAs) and two (320). The sanitizers run the quick matrix, so it has them all.
+  for (const int64_t L : {50000, 70000, 140000})
+    verify_dense_and_chunk<bf16>(rec, {8, 1, 128}, {L}, Fill::Normal, 8, seed++);
+  for (const int64_t L : {10000, 20000})
+    verify_sparse<bf16>(rec, {8, 8, 128}, {L}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
   if (!opt.quick) {
     // The two model shapes at longer lengths, rectification-sized chunks.
     verify_dense_and_chunk<bf16>(rec, {12, 2, 128}, {16384, 9999, 3}, Fill::Normal, 32, seed++);
