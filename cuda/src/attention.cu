@@ -809,8 +809,10 @@ void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_spl
     launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
   else if (2 * ctas <= sms)
     DecodeInstance<T, D, 6, kWideWarps>::launch(p, grid, rows, max_splits, stream);
-  else
+  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, 4>::ctas_per_sm())
     launch_decode_stages<T, D, 4>(p, grid, rows, max_splits, ctas, sms, stream);
+  else
+    DecodeInstance<T, D, 2, kWideWarps>::launch(p, grid, rows, max_splits, stream);
 }
 
 template <class T, int D>
