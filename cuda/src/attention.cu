@@ -3,8 +3,9 @@
 //
 //   attention_split_decode_kernel  grid (split, KV head, sequence), for launches whose query rows
 //     fit one 16-row MMA tile (decode, block-sparse decode): one CTA reduces one split of the KV
-//     list in 64-key tiles staged by cp.async (two stages); scores are chains of m16n8k16 MMAs
-//     over d in k16 steps, split across four warps; the online softmax uses the shared exp2; P
+//     list in 64-key tiles staged by cp.async (two, three or six stages); scores are chains of
+//     m16n8k16 MMAs over d in k16 steps, split across four or eight warps (launch_decode picks
+//     both by the grid); the online softmax uses the shared exp2; P
 //     (rounded to the KV dtype) times V and times a ones column (the row sum l) are chains over
 //     the tile's four k16 key groups.
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
@@ -780,39 +781,42 @@ struct DecodeInstance {
   }
 };
 
-// The decode kernel of kWarps warps with the most stages (of 6, 3, 2) whose CTAs per SM still
-// hold the whole grid in one wave, and two stages when none does (the stage count never changes
-// the arithmetic).
+// The decode kernel of kWarps warps with six stages when the grid fits the card in one wave at
+// one CTA per SM, three (two CTAs per SM) when it fits in two waves at that occupancy, else two
+// (three CTAs per SM); the stage count never changes the arithmetic. Two waves of three stages
+// beat 1.0-1.3 waves of two at 265-528 CTAs (H200, A/B in one run: 12/2 batch 8 16K 52.0 -> 46.9
+// us, batch 1 128K 55.8 -> 50.6, 28/4 batch 1 64K 53.3 -> 48.7); beyond that two stages win
+// (three at 12/2 batch 1 256K: 90.0 -> 91.6, block-sparse 28/4 batch 8 256K: 145 -> 161).
 template <class T, int D, int kWarps>
 void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
                           cudaStream_t stream) {
   if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6, kWarps>::ctas_per_sm())
     DecodeInstance<T, D, 6, kWarps>::launch(p, grid, rows, max_splits, stream);
-  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, kWarps>::ctas_per_sm())
+  else if (ctas <= 2LL * sms * DecodeInstance<T, D, 3, kWarps>::ctas_per_sm())
     DecodeInstance<T, D, 3, kWarps>::launch(p, grid, rows, max_splits, stream);
   else
     DecodeInstance<T, D, 2, kWarps>::launch(p, grid, rows, max_splits, stream);
 }
 
-// The warp count, where D has the columns for eight (D = 128), by what the H200 measured (record
-// 2026-11-28 of 588e1b4, PERFORMANCE.md change 31): block-sparse gathers run eight warps at every
-// grid size (the per-key block-list lookup makes the loader a large part of a split's chain, and
-// eight warps share it: 3-4 us less at batch 1); dense decode runs eight only on grids of at most
-// half the SMs (4K at batch 1: 1 us less), four otherwise (eight measured slower there: 12/2
-// batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9 -> 31.0).
+// The warp count, where D has the columns for eight (D = 128), by what the H200 measured
+// (PERFORMANCE.md, changes 31-32): eight warps everywhere but dense grids of one wave larger than
+// half the SMs. A split's chain of tiles shortens per warp with eight (block-sparse at batch 1:
+// 3-4 us less, its loader's block-list lookups shared by twice the threads; batch 8 256K: 12/2
+// 87.1 -> 77.0 us, 28/4 56.2 -> 53.4 at 64K), and the dense grids of a few CTAs gain 1 us at 4K;
+// dense one-wave grids of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8
+// us, batch 1 64K 29.9 -> 31.0), and dense multi-wave grids the same or faster (28/4 batch 1
+// 256K 161.4 -> 155.8).
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
-  if (p.gather == KeyGather::Blocks)
-    launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
-  else if (2 * ctas <= sms)
-    DecodeInstance<T, D, 6, kWideWarps>::launch(p, grid, rows, max_splits, stream);
-  else if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, 4>::ctas_per_sm())
+  const bool dense_one_wave = p.gather == KeyGather::Causal && 2 * ctas > sms &&
+                              ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, 4>::ctas_per_sm();
+  if (dense_one_wave)
     launch_decode_stages<T, D, 4>(p, grid, rows, max_splits, ctas, sms, stream);
   else
-    DecodeInstance<T, D, 2, kWideWarps>::launch(p, grid, rows, max_splits, stream);
+    launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
 }
 
 template <class T, int D>

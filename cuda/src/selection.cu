@@ -9,7 +9,6 @@
 // Nothing leaves the device. Tested by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
 #include <string>
-#include <type_traits>
 
 #include <cooperative_groups.h>
 
@@ -287,12 +286,11 @@ __device__ __forceinline__ int warp_inclusive_sum(int x) {
 // each CTA writes its selected blocks after those of the CTAs below it. A key is (high word: the
 // score's order, or all ones for a forced block) << 32 | (~block index), so the top-k needs only
 // the high words of its share: hi_words[i * hi_stride] is that of block begin + i.
-// launch_selection takes the largest cluster whose CTAs the card holds at once (one per SM for
-// the fused kernel, two per SM for topk_kernel): eight CTAs for a few heads (batch 1), down to one
-// CTA of 1024 threads, without cluster barriers, once the heads fill the card.
-constexpr int topk_threads(int ctas) { return ctas == 1 ? 1024 : 512; }
+// launch_selection takes the largest cluster that still gives every CTA an SM of its own: eight
+// CTAs for a few heads (batch 1), down to one CTA of 1024 threads, without cluster barriers, once
+// the heads fill the card.
 template <int kCtas>
-constexpr int kTopkThreads = topk_threads(kCtas);
+constexpr int kTopkThreads = kCtas == 1 ? 1024 : 512;
 
 struct TopkShare {
   int M, begin, n;  // the sequence's blocks; this CTA's first block and block count
@@ -556,21 +554,19 @@ void launch_scores(const SelectParams<T>& p, cudaStream_t stream) {
                            0, stream, "block_scores_kernel", p);
 }
 
-// The fused selection on clusters of kCtas CTAs.
+// Launches the selection on clusters of kCtas CTAs: the fused kernel when a warp has at most
+// kFusedRounds rounds of blocks, else the scores kernel and topk_kernel.
 template <class T, int D, int kCtas>
-void launch_fused(const SelectParams<T>& p, cudaStream_t stream) {
+void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
+  const dim3 topk_grid(kCtas * p.kv.n_kv_heads, p.kv.batch);
   const int share = (p.desc.max_blocks + kCtas - 1) / kCtas;  // blocks per CTA at capacity
-  detail::launch_dependent(select_fused_kernel<T, D, kCtas>, dim3(kCtas * p.kv.n_kv_heads, p.kv.batch),
-                           kTopkThreads<kCtas>, share * sizeof(uint32_t), stream, "select_fused_kernel",
-                           p);  // at most 4 KB of shared memory
-}
-
-// The scores kernel, then topk_kernel on clusters of kCtas CTAs.
-template <class T, int D, int kCtas>
-void launch_separate(const SelectParams<T>& p, cudaStream_t stream) {
+  if (share <= kFusedRounds * (kTopkThreads<kCtas> / 32) * kBlocksPerWarp) {
+    detail::launch_dependent(select_fused_kernel<T, D, kCtas>, topk_grid, kTopkThreads<kCtas>, share * sizeof(uint32_t),
+                             stream, "select_fused_kernel", p);  // at most 4 KB of shared memory
+    return;
+  }
   launch_scores<T, D>(p, stream);
   // A CTA stages up to kTopkSmemKeys / kCtas high words, its share of M (128 KB for one CTA).
-  const int share = (p.desc.max_blocks + kCtas - 1) / kCtas;
   const int smem_keys = std::min(share, kTopkSmemKeys / kCtas);
   static bool configured = false;  // per instance; the attribute is per function
   if (!configured) {
@@ -578,41 +574,23 @@ void launch_separate(const SelectParams<T>& p, cudaStream_t stream) {
                                          static_cast<int>(kTopkSmemKeys / kCtas * sizeof(uint32_t))));
     configured = true;
   }
-  detail::launch_dependent(topk_kernel<kCtas>, dim3(kCtas * p.kv.n_kv_heads, p.kv.batch), kTopkThreads<kCtas>,
-                           smem_keys * sizeof(uint32_t), stream, "topk_kernel", p.kv.length, p.kv.n_kv_heads,
-                           p.desc.max_blocks, p.cfg, p.keys, p.blocks, p.n_blocks, p.max_selected, smem_keys);
+  detail::launch_dependent(topk_kernel<kCtas>, topk_grid, kTopkThreads<kCtas>, smem_keys * sizeof(uint32_t), stream,
+                           "topk_kernel", p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks,
+                           p.n_blocks, p.max_selected, smem_keys);
 }
 
-// f(std::integral_constant<int, ctas>) for a cluster size of 8, 4, 2 or 1.
-template <class F>
-void with_cluster_size(int ctas, F&& f) {
-  switch (ctas) {
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    default: f(std::integral_constant<int, 1>{}); break;
-  }
-}
-
-// The fused kernel when its cluster (the largest whose CTAs have an SM each) leaves a warp at
-// most kFusedRounds rounds of blocks; else the scores kernel and topk_kernel on the largest
-// cluster whose CTAs fit two per SM. topk_kernel is latency-bound (PERFORMANCE.md): two of its
-// 512-thread, 32-register CTAs share an SM, and halving each CTA's keys shortens every radix
-// pass (28/4 batch 8: clusters of eight instead of four).
 template <class T, int D>
 void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
-  const long long sms = detail::sm_count(), heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
-  const auto largest_cluster = [&](long long ctas_on_card) {
-    for (const int ctas : {8, 4, 2})
-      if (heads * ctas <= ctas_on_card) return ctas;
-    return 1;
-  };
-  const int fused = largest_cluster(sms);
-  const int fused_share = (p.desc.max_blocks + fused - 1) / fused;  // blocks per CTA at capacity
-  if (fused_share <= kFusedRounds * (topk_threads(fused) / 32) * kBlocksPerWarp)
-    with_cluster_size(fused, [&](auto ctas) { launch_fused<T, D, decltype(ctas)::value>(p, stream); });
+  const int sms = detail::sm_count();
+  const long long heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
+  if (heads * 8 <= sms)
+    launch_selection<T, D, 8>(p, stream);
+  else if (heads * 4 <= sms)
+    launch_selection<T, D, 4>(p, stream);
+  else if (heads * 2 <= sms)
+    launch_selection<T, D, 2>(p, stream);
   else
-    with_cluster_size(largest_cluster(2 * sms), [&](auto ctas) { launch_separate<T, D, decltype(ctas)::value>(p, stream); });
+    launch_selection<T, D, 1>(p, stream);
 }
 
 }  // namespace

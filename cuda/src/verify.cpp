@@ -545,12 +545,13 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   });
   // Every instance of the decode kernel at D = 128 (cuda/src/attention.cu, launch_decode; grid
   // sizes for a 132-SM card). Dense: up to 66 CTAs six stages of eight warps (the matrix above),
-  // then four warps with six stages (98 CTAs), three (137) and two (274). Block-sparse (ratio 1,
-  // every block selected): eight warps with six stages (the sparse matrix below), three (160
-  // CTAs) and two (320). The sanitizers run the quick matrix, so it has them all.
-  for (const int64_t L : {50000, 70000, 140000})
-    verify_dense_and_chunk<bf16>(rec, {8, 1, 128}, {L}, Fill::Normal, 8, seed++);
-  for (const int64_t L : {10000, 20000})
+  // four warps with six stages (98 CTAs) and three (137), eight warps with three (274) and two
+  // (547). Block-sparse (ratio 1, every block selected): eight warps with six stages (the sparse
+  // matrix below), three (160 CTAs) and two (552). The sanitizers run the quick matrix, so it
+  // has them all.
+  for (const int64_t L : {50000, 70000, 140000, 280000})
+    verify_dense_and_chunk<bf16>(rec, {8, 1, 128}, {L}, Fill::Normal, 1, seed++);
+  for (const int64_t L : {10000, 35000})
     verify_sparse<bf16>(rec, {8, 8, 128}, {L}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
   if (!opt.quick) {
     // The two model shapes at longer lengths, rectification-sized chunks.

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# scripts/ab_bench.sh — A/B timing of two builds of the GPU benchmark on one card in one run, for
+# launch-rule and kernel experiments whose effect is smaller than the spread between device calls
+# (the same unchanged kernel measured 3-15% apart on two H200s of two calls).
+#   A: the working tree as it is.   B: the same tree compiled with -DRESA_AB_B, the alternative an
+#   experiment guards with `#ifdef RESA_AB_B` in the launch code while it is tried (never committed:
+#   the winner replaces the rule, and PERFORMANCE.md records both numbers).
+# The two bench_gpu binaries run in turn (A B A B ...), so drift of the card's clocks or
+# temperature hits both alike; each row's median over the runs is printed for A and B with B/A.
+# Usage (on the device machine; both builds take ~1 min):
+#   AB_RUNS=3 bash scripts/ab_bench.sh "--batch 8 --length 262144" "--batch 1 --length 262144"
+#   (each argument: the options of one bench_gpu invocation)          -> $OUT/ab.log, $OUT/ab.txt
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+runs=${AB_RUNS:-3}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+[ $# -ge 1 ] || { echo "usage: ab_bench.sh \"BENCH_GPU_OPTIONS\"..." >&2; exit 2; }
+for variant in a b; do
+  flags=""; [ $variant = b ] && flags="-DRESA_AB_B"
+  cmake -S . -B build/ab-$variant -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DCMAKE_CUDA_FLAGS="$flags" >"$OUT/ab.log" 2>&1 &&
+    cmake --build build/ab-$variant -j 16 --target bench_gpu >>"$OUT/ab.log" 2>&1 ||
+    { tail -30 "$OUT/ab.log"; exit 1; }
+done
+json=$(mktemp -d)
+for ((r = 0; r < runs; ++r)); do
+  i=0
+  for options in "$@"; do
+    for variant in a b; do
+      # shellcheck disable=SC2086  # options is a list of bench_gpu options
+      build/ab-$variant/cuda/bench_gpu --json "$json/$variant-$r-$i.json" $options >>"$OUT/ab.log" 2>&1 ||
+        { echo "bench_gpu ($variant, $options) failed; see ab.log"; exit 1; }
+    done
+    i=$((i + 1))
+  done
+done
+python3 - "$json" "$runs" <<'EOF' | tee "$OUT/ab.txt"
+import glob, json, statistics, sys
+folder, runs = sys.argv[1], int(sys.argv[2])
+times = {}  # (kernel, shape, batch, L) -> {variant: [us, ...]}
+for path in sorted(glob.glob(folder + "/*.json")):
+    variant = path.rsplit("/", 1)[1][0]
+    for row in json.load(open(path))["rows"]:
+        key = (row["kernel"], row["shape"], row["batch"], row["L"])
+        times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
+print(f"A/B over {runs} alternating runs (median us); B = -DRESA_AB_B")
+print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>7} {'A us':>9} {'B us':>9} {'B/A':>6}")
+for (kernel, shape, batch, L), t in times.items():
+    a, b = statistics.median(t["a"]), statistics.median(t["b"])
+    print(f"{kernel:36} {shape:>5} {batch:>5} {L:>7} {a:9.1f} {b:9.1f} {b / a:6.3f}")
+EOF
+rm -rf "$json"
