@@ -394,8 +394,8 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 // schedule (and of attention_split_wgmma_kernel) whatever kWarps is, so a query's output is the
 // same bits in decode and in rectification; the row maxima are the same values in any grouping
 // (max_ignore_nan keeps the first of +0 and -0, and either gives the same exp2 and merge factors).
-// Eight warps halve each warp's dependent chain per tile (scores, P·V, loader copies), which is
-// what bounds a split when the grid is one wave of few CTAs (launch_decode).
+// Eight warps halve each warp's instructions per tile (scores, P·V, loader copies); launch_decode
+// picks four or eight by what was measured.
 constexpr int kMaxSplitBlocks = 512;  // block-list entries of one split staged in shared memory
 // CTAs per SM the register budget must allow (__launch_bounds__'s second argument): three for
 // eight warps with two stages (what their shared memory allows; unconstrained they take 94
@@ -799,13 +799,13 @@ void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int 
 }
 
 // The warp count, where D has the columns for eight (D = 128), by what the H200 measured
-// (PERFORMANCE.md, changes 31-32): eight warps everywhere but dense grids of one wave larger than
-// half the SMs. A split's chain of tiles shortens per warp with eight (block-sparse at batch 1:
-// 3-4 us less, its loader's block-list lookups shared by twice the threads; batch 8 256K: 12/2
-// 87.1 -> 77.0 us, 28/4 56.2 -> 53.4 at 64K), and the dense grids of a few CTAs gain 1 us at 4K;
-// dense one-wave grids of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8
-// us, batch 1 64K 29.9 -> 31.0), and dense multi-wave grids the same or faster (28/4 batch 1
-// 256K 161.4 -> 155.8).
+// (PERFORMANCE.md, changes 31 and 33): eight warps everywhere but dense grids of one wave larger
+// than half the SMs. Block-sparse gathers gain most (batch 1: 3-4 us less, the loader's
+// block-list lookups shared by twice the threads; batch 8: 12/2 256K 87.1 -> 77.0 us, 28/4 64K
+// 56.2 -> 53.4, though 28/4 256K 151.1 -> 155.4); dense grids of a few CTAs gain 1 us at 4K and
+// dense multi-wave grids hold or gain (28/4 batch 1 256K 161.4 -> 155.8); dense one-wave grids
+// of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9
+// -> 31.0).
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;

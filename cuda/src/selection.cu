@@ -196,7 +196,7 @@ __device__ uint32_t score_and_store(const SelectParams<T>& p, const WarpBlocks<T
 
 // Scores and rank keys of the blocks of one (sequence, KV head), spread over many CTAs (long
 // sequences; topk_kernel follows). A CTA takes `rounds` runs of kBlocksPerCta consecutive blocks
-// from blocks.first = blockIdx.x * rounds * kBlocksPerCta; in each run warp w takes blocks
+// from first = blockIdx.x * rounds * kBlocksPerCta (ScoreRuns); in each run warp w takes blocks
 // run_first + w + kScoreWarps * j. A block's score and key do not depend on which warp or round
 // computes them.
 //   One round (block_scores_kernel): a warp loads its eight blocks, pools the query while they
@@ -207,7 +207,8 @@ __device__ uint32_t score_and_store(const SelectParams<T>& p, const WarpBlocks<T
 // blocks before it scores the current ones, so its loads stay in flight while it computes, and
 // pools the query once for all its rounds. The single-round kernel at 28/4 batch 8 256K was
 // latency-bound at 60% of DRAM bandwidth (each warp loads, waits, then computes with nothing in
-// flight; PERFORMANCE.md). The second register set costs a CTA per SM (three at 85 registers).
+// flight; PERFORMANCE.md); four rounds took that selection from 104.6 to 89.2 us (H200). The
+// second register set costs a CTA per SM (three per SM: at most 85 registers; 80 used).
 constexpr int kScoreThreads = 256;
 constexpr int kScoreWarps = kScoreThreads / 32;
 constexpr int kBlocksPerCta = kScoreWarps * kBlocksPerWarp;
@@ -217,7 +218,7 @@ constexpr int kScoreCtasPerSm = detail::MmaTraits<T>::kBf16 ? 4 : 2;
 template <class T>
 constexpr int kScorePrefetchCtasPerSm = detail::MmaTraits<T>::kBf16 ? 3 : 2;
 
-// The rows one CTA of the scores kernels covers: runs [first + r * kBlocksPerCta, ...) for
+// The blocks one CTA of the scores kernels covers: runs [first + r * kBlocksPerCta, ...) for
 // r < rounds, clipped to the sequence's M blocks.
 struct ScoreRuns {
   int M, first, end;
@@ -350,7 +351,7 @@ __device__ void topk_cluster(const TopkShare sh, const uint32_t* hi_words, int h
     prefix_s = 0ull;
     remaining_s = K;
     done_s = 0;
-    taken_s = 0;
+    if constexpr (kCtas > 1) taken_s = 0;  // taken_s and base_s serve clusters of two or more
   }
   unsigned long long mask = 0ull;
   for (int shift = 56, pass = 0; shift >= 0; shift -= 8, ++pass) {
@@ -541,12 +542,15 @@ __global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCt
 template <class T, int D>
 void launch_scores(const SelectParams<T>& p, cudaStream_t stream) {
   const long long heads = static_cast<long long>(p.kv.n_kv_heads) * p.kv.batch;
-  const auto runs_per_head = [&](int rounds) { return (p.desc.max_blocks + rounds * kBlocksPerCta - 1) / (rounds * kBlocksPerCta); };
+  const auto runs_per_head = [&](int rounds) {
+    return (p.desc.max_blocks + rounds * kBlocksPerCta - 1) / (rounds * kBlocksPerCta);
+  };
   const long long two_waves = 2LL * detail::sm_count() * kScorePrefetchCtasPerSm<T>;
   for (const int rounds : {4, 2}) {
     if (heads * runs_per_head(rounds) >= two_waves) {
-      detail::launch_dependent(block_scores_prefetch_kernel<T, D>, dim3(runs_per_head(rounds), p.kv.n_kv_heads, p.kv.batch),
-                               kScoreThreads, 0, stream, "block_scores_prefetch_kernel", p, rounds);
+      detail::launch_dependent(block_scores_prefetch_kernel<T, D>,
+                               dim3(runs_per_head(rounds), p.kv.n_kv_heads, p.kv.batch), kScoreThreads, 0, stream,
+                               "block_scores_prefetch_kernel", p, rounds);
       return;
     }
   }
