@@ -30,9 +30,10 @@
 #             skips the C++ build, and its 6 model files and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
-#        bash scripts/gpu_validate.sh probe bench checks sanitize sass ncu pack   (one device call,
-#        ~5 min; then: tar xf logs.tar -C DIR && python3 scripts/write_validation_record.py
-#        --commit HASH DIR)
+#        bash scripts/gpu_validate.sh probe bench checks sanitize sass pack   (one device call,
+#        ~9 min on an H200 at 8c18ac5, near the device's 10-minute limit per call; run
+#        `ncu pack` in a second call; then: tar xf logs.tar -C DIR && python3
+#        scripts/write_validation_record.py --commit HASH DIR...)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
