@@ -79,7 +79,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--flex", action="store_true", help="also the FlexAttention block-sparse peer")
+    ap.add_argument("--case", action="append", default=[], metavar="HQ/HKV:BATCH:L",
+                    help="time only these SDPA cases (repeatable; e.g. 28/4:8:262144 for a profile)")
     args = ap.parse_args()
+    cases = set()
+    for c in args.case:
+        try:
+            shape, batch, L = c.split(":")
+            hq, hkv = (int(x) for x in shape.split("/"))
+            cases.add((hq, hkv, int(batch), int(L)))
+        except ValueError:
+            ap.error(f"--case {c!r}: expected HQ/HKV:BATCH:L, e.g. 28/4:8:262144")
     dev = torch.cuda.get_device_name()
     n = 2 << 30
     src = torch.ones(n, dtype=torch.uint8, device="cuda")
@@ -92,6 +102,8 @@ def main():
         g = hq // hkv
         for batch in (1, 8):
             for L in (4096, 16384, 65536, 131072, 262144):
+                if cases and (hq, hkv, batch, L) not in cases:
+                    continue
                 kv_bytes = batch * hkv * L * 128 * 2 * 2
                 copies = max(1, min(8, -(-400_000_000 // kv_bytes)))
                 ks = [torch.randn(batch, hkv, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]

@@ -18,10 +18,12 @@
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
-#             among "decode rect select short", default the first three; "short": the batch-1 4K
-#             decode and fused selection kernels)
+#             among "decode rect select short peer", default the first three; "short": the batch-1
+#             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
+#             flash kernel at 28/4 batch 8 256K)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
-#                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt
+#                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
+#                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
 #             unpack here and run scripts/write_validation_record.py on the folder
@@ -139,6 +141,13 @@ for s in "${stages[@]}"; do
           --length 262144 --shape 12/2 --batch 1 || rc=1
         ncu_profile ncu_select_28x4_b8_256k.txt "block_scores|topk_kernel" 2 "LaunchStats Occupancy" \
           --length 262144 --shape 28/4 --batch 8 || rc=1
+      fi
+      if [[ $profiles == *" peer "* ]]; then  # 28/4 batch 8 256K: our decode and SDPA's flash kernel
+        ncu_profile ncu_dense_28x4_b8_256k.txt "attention_split_decode|attention_merge" 2 "LaunchStats Occupancy" \
+          --length 262144 --shape 28/4 --batch 8 || rc=1
+        ncu --kernel-name regex:flash --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+          --section SchedulerStats --section LaunchStats --section Occupancy \
+          python3 scripts/bench_peers.py --case 28/4:8:262144 >>"$OUT/ncu_peer_sdpa_28x4_b8_256k.txt" 2>&1 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do
