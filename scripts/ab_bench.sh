@@ -17,10 +17,11 @@ runs=${AB_RUNS:-3}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 [ $# -ge 1 ] || { echo "usage: ab_bench.sh \"BENCH_GPU_OPTIONS\"..." >&2; exit 2; }
+: >"$OUT/ab.log"
 for variant in a b; do
   flags=""; [ $variant = b ] && flags="-DRESA_AB_B"
   cmake -S . -B build/ab-$variant -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-    -DCMAKE_CUDA_FLAGS="$flags" >"$OUT/ab.log" 2>&1 &&
+    -DCMAKE_CUDA_FLAGS="$flags" >>"$OUT/ab.log" 2>&1 &&
     cmake --build build/ab-$variant -j 16 --target bench_gpu >>"$OUT/ab.log" 2>&1 ||
     { tail -30 "$OUT/ab.log"; exit 1; }
 done
