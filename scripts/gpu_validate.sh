@@ -68,15 +68,16 @@ run_tests() {
   grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/tests.log" | tail -15
   return $r
 }
-# One Nsight Compute run over bench_gpu, appended to $OUT/FILE: the kernels matching REGEX, the
-# first COUNT launches, the sections every profile has plus EXTRA ("A B" section names).
-# Usage: ncu_profile FILE REGEX COUNT EXTRA BENCH_ARGS...
+# One Nsight Compute run over COMMAND (bench_gpu, or the PyTorch peers), appended to $OUT/FILE:
+# the kernels matching REGEX, the first COUNT launches, the sections every profile has plus EXTRA
+# ("A B" section names).
+# Usage: ncu_profile FILE REGEX COUNT EXTRA COMMAND...
 ncu_profile() {
   local file=$1 regex=$2 count=$3 extra=() section
   for section in $4; do extra+=(--section "$section"); done
   shift 4
   ncu --kernel-name regex:"$regex" --launch-count "$count" --section SpeedOfLight --section WarpStateStats \
-    --section SchedulerStats "${extra[@]}" $build/cuda/bench_gpu "$@" >>"$OUT/$file" 2>&1
+    --section SchedulerStats "${extra[@]}" "$@" >>"$OUT/$file" 2>&1
 }
 run_verify() {
   $build/cli/resa verify -v >"$OUT/verify.log" 2>&1; local r=$?
@@ -127,31 +128,31 @@ for s in "${stages[@]}"; do
       grep -E "held-out|^\{" "$OUT/model_training.log" ;;
     ncu)
       profiles=" ${NCU_PROFILES:-decode rect select} "
+      bench=$build/cuda/bench_gpu
       rm -f "$OUT"/ncu_*.txt
       if [[ $profiles == *" decode "* ]]; then
         ncu_profile ncu_decode_b1_256k.txt "attention_split_decode|attention_merge" 2 "LaunchStats Occupancy" \
-          --length 262144 --shape 12/2 --batch 1 || rc=1
+          $bench --length 262144 --shape 12/2 --batch 1 || rc=1
       fi
       if [[ $profiles == *" rect "* ]]; then
         ncu_profile ncu_rect_28x4_b8_64k.txt attention_split_wgmma 1 "ComputeWorkloadAnalysis InstructionStats" \
-          --length 65536 --shape 28/4 --batch 8 || rc=1
+          $bench --length 65536 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" select "* ]]; then
         ncu_profile ncu_select_12x2_b1_256k.txt "block_scores|topk_kernel" 2 "LaunchStats Occupancy" \
-          --length 262144 --shape 12/2 --batch 1 || rc=1
+          $bench --length 262144 --shape 12/2 --batch 1 || rc=1
         ncu_profile ncu_select_28x4_b8_256k.txt "block_scores|topk_kernel" 2 "LaunchStats Occupancy" \
-          --length 262144 --shape 28/4 --batch 8 || rc=1
+          $bench --length 262144 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" peer "* ]]; then  # 28/4 batch 8 256K: our decode and SDPA's flash kernel
         ncu_profile ncu_dense_28x4_b8_256k.txt "attention_split_decode|attention_merge" 2 "LaunchStats Occupancy" \
-          --length 262144 --shape 28/4 --batch 8 || rc=1
-        ncu --kernel-name regex:flash --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-          --section SchedulerStats --section LaunchStats --section Occupancy \
-          python3 scripts/bench_peers.py --case 28/4:8:262144 >>"$OUT/ncu_peer_sdpa_28x4_b8_256k.txt" 2>&1 || rc=1
+          $bench --length 262144 --shape 28/4 --batch 8 || rc=1
+        ncu_profile ncu_peer_sdpa_28x4_b8_256k.txt flash 1 "LaunchStats Occupancy" \
+          python3 scripts/bench_peers.py --case 28/4:8:262144 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do
-          ncu_profile ncu_short_12x2_b1_4k.txt "$kernel" 1 LaunchStats --length 4096 --shape 12/2 --batch 1 || rc=1
+          ncu_profile ncu_short_12x2_b1_4k.txt "$kernel" 1 LaunchStats $bench --length 4096 --shape 12/2 --batch 1 || rc=1
         done
       fi
       grep -hE "^  [a-z_ ]*void|Duration|Issued Warp Per Scheduler" "$OUT"/ncu_*.txt | head -30 ;;
