@@ -58,19 +58,17 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_addr(row_ptr)));
 }
 
-// 16-byte asynchronous copy global -> shared; src_bytes = 0 writes zeros and reads nothing.
+// 16-byte asynchronous copy global -> shared; src_bytes = 0 writes zeros and reads nothing. The
+// destination is a shared-memory address (smem_addr), for loaders that step it, or a pointer.
+__device__ __forceinline__ void cp_async_16(uint32_t smem_dst, const void* gmem_src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
+}
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)),
-               "l"(gmem_src), "r"(src_bytes));
+  cp_async_16(smem_addr(smem_dst), gmem_src, src_bytes);
 }
 // An 8-byte asynchronous copy global -> shared (through L1; both addresses 8-byte aligned).
 __device__ __forceinline__ void cp_async_8(void* smem_dst, const void* gmem_src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src));
-}
-// The 16-byte copy with the destination as a shared-memory address (smem_addr), for loaders that
-// step it.
-__device__ __forceinline__ void cp_async_16(uint32_t smem_dst, const void* gmem_src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
