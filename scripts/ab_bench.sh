@@ -7,6 +7,8 @@
 #   the winner replaces the rule, and PERFORMANCE.md records both numbers).
 # The two bench_gpu binaries run in turn (A B A B ...), so drift of the card's clocks or
 # temperature hits both alike; each row's median over the runs is printed for A and B with B/A.
+# AB_B_ENVS="K=1 K=2 K=4" runs B once under each of those environment settings (a parameter the
+# B code reads with getenv while it is tried: A B1 B2 B3 A B1 ...), a column each.
 # Usage (on the device machine; both builds take ~1 min):
 #   AB_RUNS=3 bash scripts/ab_bench.sh "--batch 8 --length 262144" "--batch 1 --length 262144"
 #   (each argument: the options of one bench_gpu invocation)          -> $OUT/ab.log, $OUT/ab.txt
@@ -25,14 +27,17 @@ for variant in a b; do
     cmake --build build/ab-$variant -j 16 --target bench_gpu >>"$OUT/ab.log" 2>&1 ||
     { tail -30 "$OUT/ab.log"; exit 1; }
 done
+read -r -a b_envs <<<"${AB_B_ENVS:-}"
+[ ${#b_envs[@]} -eq 0 ] && b_envs=("")
 json=$(mktemp -d)
 for ((r = 0; r < runs; ++r)); do
   i=0
   for options in "$@"; do
-    for variant in a b; do
+    for variant in a "${b_envs[@]/#/b}"; do  # a, then b<setting> for each B setting
+      setting=${variant#?}
       # shellcheck disable=SC2086  # options is a list of bench_gpu options
-      build/ab-$variant/cuda/bench_gpu --json "$json/$variant-$r-$i.json" $options >>"$OUT/ab.log" 2>&1 ||
-        { echo "bench_gpu ($variant, $options) failed; see ab.log"; exit 1; }
+      env $setting build/ab-${variant:0:1}/cuda/bench_gpu --json "$json/$variant@$r-$i.json" $options \
+        >>"$OUT/ab.log" 2>&1 || { echo "bench_gpu ($variant, $options) failed; see ab.log"; exit 1; }
     done
     i=$((i + 1))
   done
@@ -42,14 +47,16 @@ import glob, json, statistics, sys
 folder, runs = sys.argv[1], int(sys.argv[2])
 times = {}  # (kernel, shape, batch, L) -> {variant: [us, ...]}
 for path in sorted(glob.glob(folder + "/*.json")):
-    variant = path.rsplit("/", 1)[1][0]
+    variant = path.rsplit("/", 1)[1].split("@")[0]
     for row in json.load(open(path))["rows"]:
         key = (row["kernel"], row["shape"], row["batch"], row["L"])
         times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
-print(f"A/B over {runs} alternating runs (median us); B = -DRESA_AB_B")
-print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>7} {'A us':>9} {'B us':>9} {'B/A':>6}")
+bs = sorted({v for t in times.values() for v in t if v != "a"})
+print(f"A/B over {runs} alternating runs (median us); B = -DRESA_AB_B" + (f" under {', '.join(b[1:] for b in bs)}" if bs != ["b"] else ""))
+print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>7} {'A us':>9}" + "".join(f" {('B ' + b[1:]).strip():>9} {'B/A':>6}" for b in bs))
 for (kernel, shape, batch, L), t in times.items():
-    a, b = statistics.median(t["a"]), statistics.median(t["b"])
-    print(f"{kernel:36} {shape:>5} {batch:>5} {L:>7} {a:9.1f} {b:9.1f} {b / a:6.3f}")
+    a = statistics.median(t["a"])
+    cols = "".join(f" {statistics.median(t[b]):9.1f} {statistics.median(t[b]) / a:6.3f}" for b in bs)
+    print(f"{kernel:36} {shape:>5} {batch:>5} {L:>7} {a:9.1f}{cols}")
 EOF
 rm -rf "$json"
