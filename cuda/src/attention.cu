@@ -669,14 +669,22 @@ __global__ void __launch_bounds__(32)
   const size_t split_stride = static_cast<size_t>(rows_per_head) * D;
 
   // Ring stage `stage` <- acc partials of splits [first, first + kMergeStageSplits) (zeros past
-  // `end`): 128 16-byte pieces, four per lane; one cp.async group per call.
+  // `end`): 128 16-byte pieces, four per lane; one cp.async group per call. Lane l copies columns
+  // 4 (l % 8) .. + 3 of splits first + l / 8 + 4k, k = 0..3: a stage moves its source and
+  // destination by constants, computed once.
+  constexpr int kLanesPerSplit = kMergeCols / 4, kSplitsPerRound = 32 / kLanesPerSplit;
+  const int lane_split = lane / kLanesPerSplit;
+  const float* lane_src = acc_col0 + lane_split * split_stride + lane % kLanesPerSplit * 4;
+  const uint32_t lane_dst = detail::smem_addr(&ring[0][lane_split][lane % kLanesPerSplit * 4]);
+  const size_t round_stride = kSplitsPerRound * split_stride;
   auto load_stage = [&](int stage, int first, int end) {
+    const float* src = lane_src + static_cast<size_t>(first) * split_stride;
+    const uint32_t dst = lane_dst + stage * static_cast<uint32_t>(sizeof(ring[0]));
 #pragma unroll
-    for (int k = 0; k < kMergeStageSplits * kMergeCols / 4 / 32; ++k) {
-      const int piece = lane + 32 * k, j = piece / (kMergeCols / 4), c = piece % (kMergeCols / 4) * 4;
-      const bool valid = first + j < end;
-      const float* src = acc_col0 + (valid ? static_cast<size_t>(first + j) * split_stride + c : 0);
-      detail::cp_async_16(&ring[stage][j][c], src, valid ? 16 : 0);
+    for (int k = 0; k < kMergeStageSplits / kSplitsPerRound; ++k) {
+      const bool valid = first + lane_split + kSplitsPerRound * k < end;
+      detail::cp_async_16(dst + k * kSplitsPerRound * kMergeCols * sizeof(float), valid ? src + k * round_stride : acc_col0,
+                          valid ? 16 : 0);
     }
     detail::cp_async_commit();
   };
