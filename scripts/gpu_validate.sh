@@ -32,10 +32,12 @@
 #             skips the C++ build, and its 6 model files and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
-#        bash scripts/gpu_validate.sh probe bench checks sanitize sass pack   (one device call,
-#        ~9 min on an H200 at 8c18ac5, near the device's 10-minute limit per call; run
-#        `ncu pack` in a second call; then: tar xf logs.tar -C DIR && python3
-#        scripts/write_validation_record.py --commit HASH DIR...)
+#        A record in two device calls (all six stages in one call took 545 s at 8c18ac5 and ran
+#        past the device's 600-s limit per call at d8074fd, whose gpu tests took 310 s):
+#          bash scripts/gpu_validate.sh probe checks pack           (~6.5 min on an H200)
+#          bash scripts/gpu_validate.sh bench sanitize sass pack    (~7.5 min)
+#        and `ncu pack` in a third; then, per call: tar xf logs.tar -C DIR, and
+#        python3 scripts/write_validation_record.py --commit HASH DIR1 DIR2...)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
