@@ -20,7 +20,7 @@
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
 #             among "decode rect select short peer", default the first three; "short": the batch-1
 #             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
-#             flash kernel at 28/4 batch 8 256K)
+#             flash kernel at 28/4 batch 8 256K, with their memory workload sections)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt
@@ -147,9 +147,9 @@ for s in "${stages[@]}"; do
           $bench --length 262144 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" peer "* ]]; then  # 28/4 batch 8 256K: our decode and SDPA's flash kernel
-        ncu_profile ncu_dense_28x4_b8_256k.txt "attention_split_decode|attention_merge" 2 "LaunchStats Occupancy" \
-          $bench --length 262144 --shape 28/4 --batch 8 || rc=1
-        ncu_profile ncu_peer_sdpa_28x4_b8_256k.txt flash 1 "LaunchStats Occupancy" \
+        ncu_profile ncu_dense_28x4_b8_256k.txt "attention_split_decode|attention_merge" 2 \
+          "LaunchStats Occupancy MemoryWorkloadAnalysis" $bench --length 262144 --shape 28/4 --batch 8 || rc=1
+        ncu_profile ncu_peer_sdpa_28x4_b8_256k.txt flash 1 "LaunchStats Occupancy MemoryWorkloadAnalysis" \
           python3 scripts/bench_peers.py --case 28/4:8:262144 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
