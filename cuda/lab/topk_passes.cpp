@@ -1,5 +1,5 @@
 // cuda/lab/topk_passes.cpp — lab (host only): how many radix passes the top-k of the selection
-// needs on the benchmark's data, as the device top-k does it and as two variants would.
+// needs on the benchmark's data, as the device top-k does it and as three variants would.
 //
 // The device top-k (cuda/src/selection.cu, topk_cluster) radix-selects the K-th largest 64-bit
 // rank key (resa::selection_key: the score's order word, all ones for a forced block, over the
@@ -16,8 +16,10 @@
 //             common prefix of the other keys' score words (their minimum and maximum, which
 //             the scores kernel could reduce as it writes them), 8- and 11-bit digits.
 // Every variant selects the reference's blocks (resa::select_blocks); the tool checks that and
-// exits 1 otherwise (ctest runs it: topk_passes_select_the_reference_blocks). Result (2026-11-28, 12/2 and 28/4, every
-// KV head): see the output and cuda/PERFORMANCE.md, "Remaining gaps", selection.
+// exits 1 otherwise (ctest runs it: topk_passes_select_the_reference_blocks).
+// Result (2026-11-28; 12/2 and 28/4, 4K-256K, every KV head: 24 cases): device 3 passes in 14,
+// 4 in 10 (all of 64K-256K but two); 11-bit 2-3; prefix with 8-bit digits 1-3 (2 in 18), with
+// 11-bit digits 1-2 (2 in 20). validation/experiments/2026-11-28-topk-passes.txt has the table.
 // Build: part of the CMake build (target topk_passes); run: build/<dir>/cuda/topk_passes
 #include <algorithm>
 #include <cstdint>
