@@ -57,7 +57,8 @@ struct Select {
 // `prefix`, in digits of `width` bits (the last digit narrower if 64 - ... does not divide),
 // stopping after the pass whose chosen bin holds exactly the keys still to place (then the
 // prefix with zero low bits is the threshold).
-Select radix_select(const std::vector<uint64_t>& keys, int remaining, int width, int start, uint64_t prefix) {
+Select radix_select(const std::vector<uint64_t>& keys, int remaining, int width, int start,
+                    uint64_t prefix) {
   Select s;
   uint64_t mask = start == 64 ? 0 : ~((uint64_t{1} << start) - 1);
   for (int shift = start; shift > 0 && remaining > 0;) {
@@ -90,7 +91,8 @@ Select radix_select(const std::vector<uint64_t>& keys, int remaining, int width,
 std::vector<int32_t> selected_by(const std::vector<uint64_t>& keys, uint64_t threshold) {
   std::vector<int32_t> blocks;
   for (size_t i = 0; i < keys.size(); ++i)
-    if (keys[i] >= threshold || (keys[i] >> 32) == 0xffffffffu) blocks.push_back(static_cast<int32_t>(i));
+    if (keys[i] >= threshold || (keys[i] >> 32) == 0xffffffffu)
+      blocks.push_back(static_cast<int32_t>(i));
   return blocks;
 }
 
@@ -100,8 +102,8 @@ int main() {
   const resa::SparseConfig cfg;  // the benchmark's: b = 16, ratio 1/10, n_min 16, n_local 1
   const int d = 128;
   std::map<std::string, std::map<int, int>> histogram;  // variant -> passes -> (L, head) cases
-  std::printf("%-6s %7s %4s %6s %6s | %6s %6s | %6s %6s %6s\n", "shape", "L", "head", "M", "K", "device",
-              "11-bit", "prefix", "pre 8", "pre 11");
+  std::printf("%-6s %7s %4s %6s %6s | %6s %6s | %6s %6s %6s\n", "shape", "L", "head", "M", "K",
+              "device", "11-bit", "prefix", "pre 8", "pre 11");
   for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}}) {
     for (const int L : {4096, 16384, 65536, 262144}) {
       resa::KvCache<bf16> cache(1, hkv, L, d);
@@ -115,7 +117,8 @@ int main() {
       resa::pooled_query<bf16>({hq, hkv, d}, q.data(), qbar.data());
       const int64_t M = resa::num_blocks(L, cfg.block_size);
       const int K = static_cast<int>(resa::num_selected(L, cfg));
-      const int64_t local_begin = std::max<int64_t>(0, M - cfg.n_local), sink_end = std::min<int64_t>(M, cfg.n_sink);
+      const int64_t local_begin = std::max<int64_t>(0, M - cfg.n_local),
+                    sink_end = std::min<int64_t>(M, cfg.n_sink);
       for (int h = 0; h < hkv; ++h) {
         std::vector<float> scores(M);
         resa::block_scores(desc, 0, h, qbar.data() + static_cast<size_t>(h) * d, M, scores.data());
@@ -140,7 +143,8 @@ int main() {
         // between lo and hi, so they share it).
         const int common = rest.empty() || lo == hi ? 32 : __builtin_clz(lo ^ hi);
         const int start = 64 - common;
-        const uint64_t prefix = start == 64 ? 0 : (static_cast<uint64_t>(lo) << 32) & ~((uint64_t{1} << start) - 1);
+        const uint64_t prefix =
+            start == 64 ? 0 : (static_cast<uint64_t>(lo) << 32) & ~((uint64_t{1} << start) - 1);
         const Select pre8 = radix_select(rest, want - n_forced, 8, start, prefix);
         const Select pre11 = radix_select(rest, want - n_forced, 11, start, prefix);
         // Every variant must select the reference's blocks (resa::select_blocks: the ranking by
@@ -152,12 +156,15 @@ int main() {
               std::pair{"prefix 8-bit", want > n_forced ? pre8.threshold : none},
               std::pair{"prefix 11-bit", want > n_forced ? pre11.threshold : none}})
           if (selected_by(keys, threshold) != want_blocks) {
-            std::fprintf(stderr, "topk_passes: the %s select differs from resa::select_blocks (%d/%d, L %d, head %d)\n",
+            std::fprintf(stderr,
+                         "topk_passes: the %s select differs from resa::select_blocks (%d/%d, L "
+                         "%d, head %d)\n",
                          name, hq, hkv, L, h);
             return 1;
           }
-        std::printf("%2d/%-3d %7d %4d %6lld %6d | %6d %6d | %6d %6d %6d\n", hq, hkv, L, h, static_cast<long long>(M), want,
-                    device.passes, wide.passes, common, pre8.passes, pre11.passes);
+        std::printf("%2d/%-3d %7d %4d %6lld %6d | %6d %6d | %6d %6d %6d\n", hq, hkv, L, h,
+                    static_cast<long long>(M), want, device.passes, wide.passes, common,
+                    pre8.passes, pre11.passes);
         ++histogram["device (8-bit)"][device.passes];
         ++histogram["11-bit"][wide.passes];
         ++histogram["prefix, 8-bit"][pre8.passes];
