@@ -54,9 +54,9 @@ struct Select {
 };
 
 // MSD radix select of the `remaining`-th largest of `keys` whose bits above `start` equal
-// `prefix`, in digits of `width` bits (the last one narrower where `width` does not divide `start`),
-// stopping after the pass whose chosen bin holds exactly the keys still to place (then the
-// prefix with zero low bits is the threshold).
+// `prefix`, in digits of `width` bits (the last one narrower where `width` does not divide
+// `start`), stopping after the pass whose chosen bin holds exactly the keys still to place (then
+// the prefix with zero low bits is the threshold).
 Select radix_select(const std::vector<uint64_t>& keys, int remaining, int width, int start,
                     uint64_t prefix) {
   Select s;
