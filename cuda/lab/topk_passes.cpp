@@ -15,8 +15,11 @@
 //             keys are still to place among the others), and the digits starting below the
 //             common prefix of the other keys' score words (their minimum and maximum, which
 //             the scores kernel could reduce as it writes them), 8- and 11-bit digits.
-// Every variant selects the reference's blocks (resa::select_blocks); the tool checks that and
-// exits 1 otherwise (ctest runs it: topk_passes_select_the_reference_blocks).
+// Every variant selects the reference's blocks (resa::select_blocks): the tool checks that on
+// the benchmark's keys and on 3000 edge cases (NaN, infinities, signed zeros, subnormals, ties,
+// one value for every block, forced blocks making up all or most of K) and exits 1 otherwise
+// (ctest runs it: topk_passes_select_the_reference_blocks). A draft of the prefix variant in the
+// device top-k, compiled but never run, is on branch wip/topk-prefix.
 // Result (2026-11-28; 12/2 and 28/4, 4K-256K, every KV head: 24 cases): device 3 passes in 14,
 // 4 in 10 (all of 64K-256K but two); 11-bit 2-3; prefix with 8-bit digits 1-3 (2 in 18), with
 // 11-bit digits 1-2 (2 in 20). validation/experiments/2026-11-28-topk-passes.txt has the table.
@@ -25,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -96,13 +100,116 @@ std::vector<int32_t> selected_by(const std::vector<uint64_t>& keys, uint64_t thr
   return blocks;
 }
 
+// The passes of every variant on one (sequence, KV head)'s scores, each variant's selection
+// checked against resa::select_blocks (the ranking by score, ties to the lower index, NaN last,
+// forced blocks first). `ok` is false, with `error` naming the variant, on any difference.
+struct Passes {
+  int M = 0, K = 0, device = 0, wide = 0, common = 0, pre8 = 0, pre11 = 0;
+  bool ok = true;
+  std::string error;
+};
+Passes run_variants(const std::vector<float>& scores, const resa::SparseConfig& cfg) {
+  Passes r;
+  const int64_t M = static_cast<int64_t>(scores.size());
+  r.M = static_cast<int>(M);
+  const int64_t local_begin = std::max<int64_t>(0, M - cfg.n_local),
+                sink_end = std::min<int64_t>(M, cfg.n_sink);
+  std::vector<uint64_t> keys(M), rest;
+  int n_forced = 0;
+  uint32_t lo = 0xffffffffu, hi = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    const bool forced = i >= local_begin || i < sink_end;
+    keys[i] = resa::selection_key(scores[i], static_cast<uint32_t>(i), forced);
+    if (forced) {
+      ++n_forced;
+    } else {
+      rest.push_back(keys[i]);
+      lo = std::min(lo, static_cast<uint32_t>(keys[i] >> 32));
+      hi = std::max(hi, static_cast<uint32_t>(keys[i] >> 32));
+    }
+  }
+  // n_sel = max(ceil(ratio * M), min(M, n_min)), never more than M (the device's integers).
+  const int64_t by_ratio = (cfg.ratio.num * M + cfg.ratio.den - 1) / cfg.ratio.den;
+  const int64_t n_sel =
+      std::min<int64_t>(M, std::max<int64_t>(by_ratio, std::min<int64_t>(M, cfg.n_min)));
+  r.K = std::max(static_cast<int>(n_sel), n_forced);
+  const Select device = radix_select(keys, r.K, 8, 64, 0);
+  const Select wide = radix_select(keys, r.K, 11, 64, 0);
+  // Forced blocks out; digits below the other keys' common prefix (all of them lie between lo
+  // and hi, so they share it; no other key, or one value: 32 common bits).
+  r.common = lo >= hi ? 32 : __builtin_clz(lo ^ hi);
+  const int start = 64 - r.common;
+  const uint64_t prefix =
+      start == 64 ? 0 : (static_cast<uint64_t>(lo) << 32) & ~((uint64_t{1} << start) - 1);
+  const Select pre8 = radix_select(rest, r.K - n_forced, 8, start, prefix);
+  const Select pre11 = radix_select(rest, r.K - n_forced, 11, start, prefix);
+  const std::vector<int32_t> want = resa::select_blocks(scores.data(), M, cfg);
+  const uint64_t forced_only = 0xffffffff00000000ull;  // selects the forced blocks alone
+  for (const auto& [name, threshold] :
+       {std::pair{"device", device.threshold}, std::pair{"11-bit", wide.threshold},
+        std::pair{"prefix 8-bit", r.K > n_forced ? pre8.threshold : forced_only},
+        std::pair{"prefix 11-bit", r.K > n_forced ? pre11.threshold : forced_only}})
+    if (selected_by(keys, threshold) != want) {
+      r.ok = false;
+      r.error = std::string("the ") + name + " select differs from resa::select_blocks";
+    }
+  r.device = device.passes, r.wide = wide.passes, r.pre8 = pre8.passes, r.pre11 = pre11.passes;
+  return r;
+}
+
+// Scores the benchmark's keys do not have: NaN, infinities, signed zeros, ties, one value for
+// every block, subnormals, and configurations where the forced blocks are all or most of K.
+int check_edge_cases() {
+  std::mt19937 rng(5);
+  const float specials[] = {resa::canonical_nan(),
+                            resa::pos_inf(),
+                            resa::neg_inf(),
+                            0.0f,
+                            -0.0f,
+                            1e-40f,
+                            -1e-40f,
+                            1.0f,
+                            -1.0f,
+                            3.5f,
+                            3.5f,
+                            3.5f};
+  std::uniform_int_distribution<int> pick(0, 11), length(1, 700), small(0, 40);
+  std::uniform_real_distribution<float> value(-50.0f, 50.0f);
+  int cases = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    resa::SparseConfig cfg;
+    cfg.ratio = {1 + trial % 3, 10 + trial % 7};
+    cfg.n_min = trial % 5 == 0 ? small(rng) : 16;
+    cfg.n_local = small(rng) % (trial % 4 == 0 ? 41 : 3);
+    cfg.n_sink = small(rng) % (trial % 6 == 0 ? 41 : 2);
+    std::vector<float> scores(length(rng));
+    const int mode = trial % 4;  // specials mixed in; all equal; specials only; plain values
+    const float one = value(rng);
+    for (float& x : scores)
+      x = mode == 0   ? (pick(rng) < 4 ? specials[pick(rng)] : value(rng))
+          : mode == 1 ? one
+          : mode == 2 ? specials[pick(rng)]
+                      : value(rng);
+    const Passes r = run_variants(scores, cfg);
+    if (!r.ok) {
+      std::fprintf(stderr, "topk_passes: edge case %d (M %d, K %d, %s): %s\n", trial, r.M, r.K,
+                   cfg.str().c_str(), r.error.c_str());
+      return 1;
+    }
+    ++cases;
+  }
+  std::printf("edge cases: every variant selects resa::select_blocks' blocks in %d cases\n", cases);
+  return 0;
+}
+
 }  // namespace
 
 int main() {
+  if (check_edge_cases() != 0) return 1;
   const resa::SparseConfig cfg;  // the benchmark's: b = 16, ratio 1/10, n_min 16, n_local 1
   const int d = 128;
   std::map<std::string, std::map<int, int>> histogram;  // variant -> passes -> (L, head) cases
-  std::printf("%-6s %7s %4s %6s %6s | %6s %6s | %6s %6s %6s\n", "shape", "L", "head", "M", "K",
+  std::printf("\n%-6s %7s %4s %6s %6s | %6s %6s | %6s %6s %6s\n", "shape", "L", "head", "M", "K",
               "device", "11-bit", "prefix", "pre 8", "pre 11");
   for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}}) {
     for (const int L : {4096, 16384, 65536, 262144}) {
@@ -116,59 +223,21 @@ int main() {
       std::vector<float> qbar(static_cast<size_t>(hkv) * d);
       resa::pooled_query<bf16>({hq, hkv, d}, q.data(), qbar.data());
       const int64_t M = resa::num_blocks(L, cfg.block_size);
-      const int K = static_cast<int>(resa::num_selected(L, cfg));
-      const int64_t local_begin = std::max<int64_t>(0, M - cfg.n_local),
-                    sink_end = std::min<int64_t>(M, cfg.n_sink);
       for (int h = 0; h < hkv; ++h) {
         std::vector<float> scores(M);
         resa::block_scores(desc, 0, h, qbar.data() + static_cast<size_t>(h) * d, M, scores.data());
-        std::vector<uint64_t> keys(M), rest;
-        int n_forced = 0;
-        uint32_t lo = 0xffffffffu, hi = 0;
-        for (int64_t i = 0; i < M; ++i) {
-          const bool forced = i >= local_begin || i < sink_end;
-          keys[i] = resa::selection_key(scores[i], static_cast<uint32_t>(i), forced);
-          if (forced) {
-            ++n_forced;
-          } else {
-            rest.push_back(keys[i]);
-            lo = std::min(lo, static_cast<uint32_t>(keys[i] >> 32));
-            hi = std::max(hi, static_cast<uint32_t>(keys[i] >> 32));
-          }
+        const Passes r = run_variants(scores, cfg);
+        if (!r.ok) {
+          std::fprintf(stderr, "topk_passes: %d/%d, L %d, head %d: %s\n", hq, hkv, L, h,
+                       r.error.c_str());
+          return 1;
         }
-        const int want = std::max(K, n_forced);
-        const Select device = radix_select(keys, want, 8, 64, 0);
-        const Select wide = radix_select(keys, want, 11, 64, 0);
-        // Forced blocks out; digits below the other keys' common prefix (all of them lie
-        // between lo and hi, so they share it).
-        const int common = rest.empty() || lo == hi ? 32 : __builtin_clz(lo ^ hi);
-        const int start = 64 - common;
-        const uint64_t prefix =
-            start == 64 ? 0 : (static_cast<uint64_t>(lo) << 32) & ~((uint64_t{1} << start) - 1);
-        const Select pre8 = radix_select(rest, want - n_forced, 8, start, prefix);
-        const Select pre11 = radix_select(rest, want - n_forced, 11, start, prefix);
-        // Every variant must select the reference's blocks (resa::select_blocks: the ranking by
-        // score, ties to the lower index, forced blocks first).
-        const std::vector<int32_t> want_blocks = resa::select_blocks(scores.data(), M, cfg);
-        const uint64_t none = ~uint64_t{0};  // selects only the forced blocks
-        for (const auto& [name, threshold] :
-             {std::pair{"device", device.threshold}, std::pair{"11-bit", wide.threshold},
-              std::pair{"prefix 8-bit", want > n_forced ? pre8.threshold : none},
-              std::pair{"prefix 11-bit", want > n_forced ? pre11.threshold : none}})
-          if (selected_by(keys, threshold) != want_blocks) {
-            std::fprintf(stderr,
-                         "topk_passes: the %s select differs from resa::select_blocks (%d/%d, L "
-                         "%d, head %d)\n",
-                         name, hq, hkv, L, h);
-            return 1;
-          }
-        std::printf("%2d/%-3d %7d %4d %6lld %6d | %6d %6d | %6d %6d %6d\n", hq, hkv, L, h,
-                    static_cast<long long>(M), want, device.passes, wide.passes, common,
-                    pre8.passes, pre11.passes);
-        ++histogram["device (8-bit)"][device.passes];
-        ++histogram["11-bit"][wide.passes];
-        ++histogram["prefix, 8-bit"][pre8.passes];
-        ++histogram["prefix, 11-bit"][pre11.passes];
+        std::printf("%2d/%-3d %7d %4d %6d %6d | %6d %6d | %6d %6d %6d\n", hq, hkv, L, h, r.M, r.K,
+                    r.device, r.wide, r.common, r.pre8, r.pre11);
+        ++histogram["device (8-bit)"][r.device];
+        ++histogram["11-bit"][r.wide];
+        ++histogram["prefix, 8-bit"][r.pre8];
+        ++histogram["prefix, 11-bit"][r.pre11];
       }
     }
   }
