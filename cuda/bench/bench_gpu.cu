@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_fill.h"
 #include "resa_cuda/api.h"
 
 namespace rc = resa::cuda;
@@ -59,17 +60,11 @@ double copy_bandwidth_gbs() {
   return 2.0 * bytes / (us * 1e-6) / 1e9;  // bytes read + bytes written
 }
 
-// Pseudo-random bf16 values in about [-2, 2] from a hash of the index, generated on the device.
+// The benchmark's values (bench_fill.h), generated on the device.
 __global__ void fill_random_kernel(bf16* p, size_t n, uint64_t seed) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-    p[i] = resa::from_float<bf16>(4.0f * u - 2.0f);
-  }
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[i] = resa::bench::fill_value(i, seed);
 }
 void fill_random(bf16* p, size_t n, uint64_t seed) {
   fill_random_kernel<<<1024, 256>>>(p, n, seed);

@@ -7,7 +7,7 @@
 // bin holds exactly the keys still to place. Each pass costs the cluster a barrier, a
 // distributed-shared-memory sum of the histograms and a scan, so at batch 1 the top-k's time is
 // about its pass count times that latency (cuda/PERFORMANCE.md, profiles). This tool builds the
-// benchmark's keys on the host (its hash fill of K and Q, cuda/bench/bench_gpu.cu, the reference's
+// benchmark's keys on the host (its fill of K and Q, cuda/bench/bench_fill.h, the reference's
 // descriptors, pooled query and block scores, n_local = 1) and counts the passes of:
 //   device    the device's schedule (8-bit digits from bit 63, forced keys among the keys);
 //   11-bit    the same with 11-bit digits (11, 11, 10, ... bits);
@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "../bench/bench_fill.h"
 #include "resa/config.h"
 #include "resa/kv_cache.h"
 #include "resa/numerics.h"
@@ -40,17 +41,6 @@
 namespace {
 
 using resa::bf16;
-
-// The benchmark's fill (cuda/bench/bench_gpu.cu, fill_random_kernel): bf16 values in about
-// [-2, 2] from a hash of the element index.
-bf16 bench_value(size_t i, uint64_t seed) {
-  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-  x ^= x >> 31;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 29;
-  const float u = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
-  return resa::from_float<bf16>(4.0f * u - 2.0f);
-}
 
 struct Select {
   int passes = 0;
@@ -128,11 +118,8 @@ Passes run_variants(const std::vector<float>& scores, const resa::SparseConfig& 
       hi = std::max(hi, static_cast<uint32_t>(keys[i] >> 32));
     }
   }
-  // n_sel = max(ceil(ratio * M), min(M, n_min)), never more than M (the device's integers).
-  const int64_t by_ratio = (cfg.ratio.num * M + cfg.ratio.den - 1) / cfg.ratio.den;
-  const int64_t n_sel =
-      std::min<int64_t>(M, std::max<int64_t>(by_ratio, std::min<int64_t>(M, cfg.n_min)));
-  r.K = std::max(static_cast<int>(n_sel), n_forced);
+  // n_sel of a cache of M full blocks (resa::num_selected counts the blocks of a length).
+  r.K = std::max(static_cast<int>(resa::num_selected(M * cfg.block_size, cfg)), n_forced);
   const Select device = radix_select(keys, r.K, 8, 64, 0);
   const Select wide = radix_select(keys, r.K, 11, 64, 0);
   // Forced blocks out; digits below the other keys' common prefix (all of them lie between lo
@@ -214,12 +201,12 @@ int main() {
   for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}}) {
     for (const int L : {4096, 16384, 65536, 262144}) {
       resa::KvCache<bf16> cache(1, hkv, L, d);
-      for (size_t i = 0; i < cache.k.size(); ++i) cache.k[i] = bench_value(i, 10);
+      for (size_t i = 0; i < cache.k.size(); ++i) cache.k[i] = resa::bench::fill_value(i, 10);
       cache.length[0] = L;
       resa::BlockDescriptors<bf16> desc(cache, cfg.block_size);
       resa::build_descriptors(cache, desc);
       std::vector<bf16> q(static_cast<size_t>(hq) * d);
-      for (size_t i = 0; i < q.size(); ++i) q[i] = bench_value(i, 1);
+      for (size_t i = 0; i < q.size(); ++i) q[i] = resa::bench::fill_value(i, 1);
       std::vector<float> qbar(static_cast<size_t>(hkv) * d);
       resa::pooled_query<bf16>({hq, hkv, d}, q.data(), qbar.data());
       const int64_t M = resa::num_blocks(L, cfg.block_size);
