@@ -18,8 +18,9 @@
 // Every variant selects the reference's blocks (resa::select_blocks): the tool checks that on
 // the benchmark's keys and on 3000 edge cases (NaN, infinities, signed zeros, subnormals, ties,
 // one value for every block, forced blocks making up all or most of K) and exits 1 otherwise
-// (ctest runs it: topk_passes_select_the_reference_blocks). A draft of the prefix variant in the
-// device top-k, compiled but never run, is on branch wip/topk-prefix.
+// (ctest runs it: topk_passes_select_the_reference_blocks). The prefix variant with 8-bit digits was
+// tried in the device top-k and rejected (cuda/PERFORMANCE.md change 38: at batch 1 the
+// selection waits for its slowest head, which it spares one pass, not two).
 // Result (2026-11-28; 12/2 and 28/4, 4K-256K, every KV head: 24 cases): device 3 passes in 14,
 // 4 in 10 (all of 64K-256K but two); 11-bit 2-3; prefix with 8-bit digits 1-3 (2 in 18), with
 // 11-bit digits 1-2 (2 in 20). validation/experiments/2026-11-28-topk-passes.txt has the table.
