@@ -20,10 +20,14 @@
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
 #             among "decode rect select short peer", default the first three; "short": the batch-1
 #             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
-#             flash kernel at 28/4 batch 8 256K, with their memory workload sections)
+#             flash kernel at 28/4 batch 8 256K, with their memory workload sections;
+#             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
+#             per-instruction counters and stall samples, printed as SASS with its CUDA lines)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
-#                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt
+#                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
+#                     ncu_topk_source_12x2_b1_256k.csv, ncu_topk_source_28x4_b8_256k.csv
+#             (a call whose stages are only ncu and pack builds bench_gpu alone)
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
 #             unpack here and run scripts/write_validation_record.py on the folder
@@ -59,7 +63,9 @@ if [ "${stages[*]}" != train ] && [ "${stages[*]}" != pack ]; then
   mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
-  cmake --build $build -j 16 --target resa resa_gpu_tests bench_gpu tc_probe wgmma_probe >"$build/build.log" 2>&1 ||
+  targets="resa resa_gpu_tests bench_gpu tc_probe wgmma_probe"
+  [[ " ${stages[*]} " =~ ^(\ (ncu|pack))+\ $ ]] && targets=bench_gpu  # profiles need the benchmark alone
+  cmake --build $build -j 16 --target $targets >"$build/build.log" 2>&1 ||
     { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
   echo "build: ok ($(( $(date +%s) - start )) s)"
 fi
@@ -72,12 +78,13 @@ run_tests() {
 }
 # One Nsight Compute run over COMMAND (bench_gpu, or the PyTorch peers), appended to $OUT/FILE:
 # the kernels matching REGEX, the first COUNT launches, the sections every profile has plus EXTRA
-# ("A B" section names).
+# ("A B" section names), and the metrics NCU_METRICS names (comma-separated), if any.
 # Usage: ncu_profile FILE REGEX COUNT EXTRA COMMAND...
 ncu_profile() {
   local file=$1 regex=$2 count=$3 extra=() section
   for section in $4; do extra+=(--section "$section"); done
   shift 4
+  [ -n "${NCU_METRICS:-}" ] && extra+=(--metrics "$NCU_METRICS")
   ncu --kernel-name regex:"$regex" --launch-count "$count" --section SpeedOfLight --section WarpStateStats \
     --section SchedulerStats "${extra[@]}" "$@" >>"$OUT/$file" 2>&1
 }
@@ -148,9 +155,20 @@ for s in "${stages[@]}"; do
       fi
       if [[ $profiles == *" peer "* ]]; then  # 28/4 batch 8 256K: our decode and SDPA's flash kernel
         ncu_profile ncu_dense_28x4_b8_256k.txt "attention_split_decode|attention_merge" 2 \
-          "LaunchStats Occupancy MemoryWorkloadAnalysis" $bench --length 262144 --shape 28/4 --batch 8 || rc=1
-        ncu_profile ncu_peer_sdpa_28x4_b8_256k.txt flash 1 "LaunchStats Occupancy MemoryWorkloadAnalysis" \
+          "LaunchStats Occupancy MemoryWorkloadAnalysis MemoryWorkloadAnalysis_Tables" $bench --length 262144 --shape 28/4 --batch 8 || rc=1
+        ncu_profile ncu_peer_sdpa_28x4_b8_256k.txt flash 1 "LaunchStats Occupancy MemoryWorkloadAnalysis MemoryWorkloadAnalysis_Tables" \
           python3 scripts/bench_peers.py --case 28/4:8:262144 || rc=1
+      fi
+      if [[ $profiles == *" topk_source "* ]]; then  # where the top-k's cycles go, instruction by instruction
+        for c in "12/2 1" "28/4 8"; do
+          read -r shape batch <<<"$c"
+          name=topk_source_${shape/\//x}_b${batch}_256k
+          ncu --kernel-name regex:topk_kernel --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+            --section SourceCounters --import-source yes -f -o "$build/$name" \
+            $bench --length 262144 --shape "$shape" --batch "$batch" >"$build/$name.log" 2>&1 || rc=1
+          ncu --import "$build/$name.ncu-rep" --page source --print-source cuda,sass --csv >"$OUT/ncu_$name.csv" 2>&1 || rc=1
+          ncu --import "$build/$name.ncu-rep" --print-details all >"$OUT/ncu_$name.txt" 2>&1 || rc=1
+        done
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do

@@ -32,19 +32,26 @@ using detail::mma_16816;
 
 constexpr int kKeyTile = 64;
 
-// Decode kernel shared memory: kStages stages of K and V as padded rows (16 bytes of padding keep
-// ldmatrix rows in distinct banks). The stage count is a template argument chosen per launch by the
-// grid's size (launch below): more stages mean more of a split's tiles in flight but fewer CTAs per
-// SM, so two stages (three CTAs per SM) serve grids of several waves, where three stages measured
-// slower on the H200 (block-sparse 28/4 batch 8 256K 143 -> 178 us, dense 12/2 batch 1 256K 101 ->
-// 108 us), and more stages serve grids that fit the card in one wave at fewer CTAs per SM.
+// Decode kernel shared memory: kStages stages of K and V, each [64 keys][D] with the 16-byte
+// chunks of key k XOR-permuted by k % 8 (chunk c at position c ^ (k % 8); D / 8 >= 8 chunks). The
+// eight rows an ldmatrix reads at one chunk column land in eight distinct bank groups, and every
+// 32-byte sector of a key row lands whole in one aligned 32-byte unit, so cp.async requests each
+// sector of K and V from L2 once. (Rows padded by 16 bytes, the layout this replaced, put every
+// odd key's sectors across two 32-byte units, each then requested twice: L2 served 1.5 sectors per
+// sector read from DRAM, and the decode kernels took 4-8% longer; PERFORMANCE.md change 39.)
+// The stage count is a template argument chosen per launch by the grid's size (launch below):
+// more stages mean more of a split's tiles in flight but fewer CTAs per SM, so two stages (three
+// CTAs per SM) serve grids of several waves, where three stages measured slower on the H200
+// (block-sparse 28/4 batch 8 256K 143 -> 178 us, dense 12/2 batch 1 256K 101 -> 108 us), and more
+// stages serve grids that fit the card in one wave at fewer CTAs per SM.
 template <int D>
-constexpr int smem_row() {
-  return D + 8;
+__device__ __forceinline__ int decode_smem_offset(int key, int chunk) {
+  static_assert(D / 8 >= 8, "decode_smem_offset: the XOR by key % 8 permutes within eight chunks");
+  return key * D + ((chunk ^ (key & 7)) << 3);
 }
 template <int D>
 constexpr size_t decode_stage_bytes() {
-  return 2 /*K,V*/ * kKeyTile * smem_row<D>() * sizeof(uint16_t);
+  return 2 /*K,V*/ * kKeyTile * D * sizeof(uint16_t);
 }
 
 // One K/V stage of the wgmma kernel, in the core-matrix layout of wgmma.cuh (its slow path reads
@@ -409,8 +416,7 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
   extern __shared__ __align__(16) uint16_t smem[];
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
   detail::wait_for_previous_grid();
-  constexpr int kRow = smem_row<D>();
-  constexpr int kTileElems = kKeyTile * kRow;
+  constexpr int kTileElems = kKeyTile * D;
   constexpr int kPRow = kKeyTile + 8;
   constexpr int kColTiles = D / 8 / kWarps;  // output n-tiles per warp (pairs: pv below)
   constexpr int kScoreTiles = kKeyTile / 8 / kWarps;  // 8-key score n-tiles per warp
@@ -460,8 +466,8 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
       int pos = 0;
       if (valid) pos = key_position(idx);
       const size_t off = static_cast<size_t>(pos) * D + part * 8;
-      detail::cp_async_16(ks + key * kRow + part * 8, kbase + off, valid ? 16 : 0);
-      detail::cp_async_16(vs + key * kRow + part * 8, vbase + off, valid ? 16 : 0);
+      detail::cp_async_16(ks + decode_smem_offset<D>(key, part), kbase + off, valid ? 16 : 0);
+      detail::cp_async_16(vs + decode_smem_offset<D>(key, part), vbase + off, valid ? 16 : 0);
     }
     detail::cp_async_commit();
   };
@@ -518,7 +524,7 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
       for (int u = 0; u < D / 16; u += 2) {
         uint32_t kb[4];
         const int mi = lane / 8, r = lane % 8;
-        detail::ldmatrix_x4(kb, ks + (8 * j + r) * kRow + 16 * u + 8 * mi);
+        detail::ldmatrix_x4(kb, ks + decode_smem_offset<D>(8 * j + r, 2 * u + mi));
         mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
         mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
       }
@@ -598,7 +604,7 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
       for (int u = 0; u < 4; ++u) {
         uint32_t vb[4];
         const int mi = lane / 8, r = lane % 8;
-        detail::ldmatrix_x4_trans(vb, vs + (16 * u + 8 * (mi % 2) + r) * kRow + 8 * (j + mi / 2));
+        detail::ldmatrix_x4_trans(vb, vs + decode_smem_offset<D>(16 * u + 8 * (mi % 2) + r, j + mi / 2));
         mma_16816<T>(acc[jl], pa[u], vb[0], vb[1]);
         mma_16816<T>(acc[jl + 1], pa[u], vb[2], vb[3]);
       }
