@@ -22,11 +22,12 @@
 #             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
 #             flash kernel at 28/4 batch 8 256K, with their memory workload sections;
 #             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
-#             per-instruction counters and stall samples, printed as SASS with its CUDA lines)
+#             per-instruction counters and stall samples, printed as SASS with its CUDA lines,
+#             and summarized by scripts/ncu_source_summary.py)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
-#                     ncu_topk_source_12x2_b1_256k.csv, ncu_topk_source_28x4_b8_256k.csv
+#                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary)
 #             (a call whose stages are only ncu and pack builds bench_gpu alone)
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
@@ -167,7 +168,7 @@ for s in "${stages[@]}"; do
             --section SourceCounters --import-source yes -f -o "$build/$name" \
             $bench --length 262144 --shape "$shape" --batch "$batch" >"$build/$name.log" 2>&1 || rc=1
           ncu --import "$build/$name.ncu-rep" --page source --print-source cuda,sass --csv >"$OUT/ncu_$name.csv" 2>&1 || rc=1
-          ncu --import "$build/$name.ncu-rep" --print-details all >"$OUT/ncu_$name.txt" 2>&1 || rc=1
+          python3 scripts/ncu_source_summary.py "$OUT/ncu_$name.csv" >"$OUT/ncu_$name.txt" 2>&1 || rc=1
         done
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
