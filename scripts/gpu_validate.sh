@@ -28,7 +28,7 @@
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
 #                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary)
-#             (a call whose stages are only ncu and pack builds bench_gpu alone)
+#             (a call builds only the targets its stages run: ncu alone builds bench_gpu)
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
 #             unpack here and run scripts/write_validation_record.py on the folder
@@ -59,16 +59,24 @@ start=$(date +%s)
   nvcc --version | tail -1
 } | tee "$OUT/machine.txt"
 
-# The C++/CUDA build, unless the only stage is train (PyTorch alone) or pack.
-if [ "${stages[*]}" != train ] && [ "${stages[*]}" != pack ]; then
+# The C++/CUDA build of what the stages run (none for train, record and pack).
+targets=()
+for s in "${stages[@]}"; do
+  case $s in
+    probe) targets+=(tc_probe wgmma_probe) ;;
+    tests | checks) targets+=(resa_gpu_tests resa) ;;
+    verify | quick | sanitize) targets+=(resa) ;;
+    bench | ncu) targets+=(bench_gpu) ;;
+    sass) targets+=(resa_cuda) ;;
+  esac
+done
+if [ ${#targets[@]} -gt 0 ]; then
   mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
-  targets="resa resa_gpu_tests bench_gpu tc_probe wgmma_probe"
-  [[ " ${stages[*]} " =~ ^(\ (ncu|pack))+\ $ ]] && targets=bench_gpu  # profiles need the benchmark alone
-  cmake --build $build -j 16 --target $targets >"$build/build.log" 2>&1 ||
+  cmake --build $build -j 16 --target $(printf '%s\n' "${targets[@]}" | sort -u) >"$build/build.log" 2>&1 ||
     { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
-  echo "build: ok ($(( $(date +%s) - start )) s)"
+  echo "build: ok ($(( $(date +%s) - start )) s: ${targets[*]})"
 fi
 
 # The gpu-labelled tests and the full verify; each writes its log and prints its summary.
