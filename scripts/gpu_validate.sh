@@ -44,7 +44,7 @@
 #        and `ncu pack` in a third; then, per call: tar xf logs.tar -C DIR, and
 #        python3 scripts/write_validation_record.py --commit HASH DIR1 DIR2...)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages=("$@")
@@ -70,11 +70,12 @@ for s in "${stages[@]}"; do
     sass) targets+=(resa_cuda) ;;
   esac
 done
+mapfile -t targets < <(printf '%s\n' "${targets[@]}" | sort -u | grep .)
 if [ ${#targets[@]} -gt 0 ]; then
   mkdir -p $build
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     >"$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
-  cmake --build $build -j 16 --target $(printf '%s\n' "${targets[@]}" | sort -u) >"$build/build.log" 2>&1 ||
+  cmake --build $build -j 16 --target "${targets[@]}" >"$build/build.log" 2>&1 ||
     { grep -E "error" -A3 "$build/build.log" | head -60; exit 1; }
   echo "build: ok ($(( $(date +%s) - start )) s: ${targets[*]})"
 fi
@@ -128,8 +129,8 @@ for s in "${stages[@]}"; do
     sanitize)
       : >"$OUT/sanitizer.log"
       for tool in ${SANITIZERS:-memcheck racecheck initcheck synccheck}; do
-        extra=""; [ $tool = memcheck ] && extra="--leak-check full"
-        timeout 150 compute-sanitizer --tool $tool $extra --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
+        leaks=""; [ $tool = memcheck ] && leaks="--leak-check full"
+        timeout 150 compute-sanitizer --tool $tool $leaks --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
           >>"$OUT/sanitizer.log" 2>&1; r=$?
         echo "sanitizer $tool: exit $r" | tee -a "$OUT/sanitizer.log"
         [ $r -ne 0 ] && rc=1
