@@ -13,7 +13,7 @@
 #   AB_RUNS=3 bash scripts/ab_bench.sh "--batch 8 --length 262144" "--batch 1 --length 262144"
 #   (each argument: the options of one bench_gpu invocation)          -> $OUT/ab.log, $OUT/ab.txt
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 runs=${AB_RUNS:-3}
 mkdir -p "$OUT"
