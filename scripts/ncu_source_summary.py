@@ -7,7 +7,8 @@ section, of a build with -lineinfo) and prints the warp-state samples of the ker
 instructions: their total, the share of each stall reason, the share of each opcode, and the
 instructions with the most samples with the CUDA line each belongs to. The source page lists a
 SASS instruction under every source line it is attributed to (an inlined call and its caller);
-each instruction is counted once, under the line of the kernel's own source file when it has one.
+each instruction is counted once, under a line of the program's own sources rather than of a
+CUDA toolkit header when it has one (of the last such file the page lists).
 
 Usage: python3 scripts/ncu_source_summary.py ncu_topk_source_12x2_b1_256k.csv [--top 25]
 Test: python3 scripts/ncu_source_summary.py --self-test
@@ -28,12 +29,17 @@ def number(text):
         return 0.0
 
 
-def read_instructions(lines, own_files=("selection.cu", "attention.cu")):
+def toolkit_header(path):
+    """Whether `path` is one of the CUDA toolkit's headers (cooperative_groups.h, crt/...)."""
+    return path.startswith(("/usr/local/cuda", "/usr/include/")) or ("/targets/" in path and "/include/" in path)
+
+
+def read_instructions(lines):
     """{address: (sass text, (file, line, cuda source), {column: value})} from the source-page CSV."""
-    header, file_name, line_key, found = None, "", None, {}
+    header, file_name, own_file, line_key, found = None, "", False, None, {}
     for row in csv.reader(lines):
         if len(row) == 2 and row[0] == "File Path":
-            file_name = row[1].rsplit("/", 1)[-1]
+            file_name, own_file = row[1].rsplit("/", 1)[-1], not toolkit_header(row[1])
         elif row and row[0] == "Line No":
             header = row
         elif header and len(row) >= 5:
@@ -41,7 +47,7 @@ def read_instructions(lines, own_files=("selection.cu", "attention.cu")):
                 line_key = (file_name, int(row[0]), row[1].strip())
             elif row[2].startswith("0x"):
                 values = dict(zip(header[4:], row[4:]))
-                if row[2] not in found or file_name in own_files:
+                if row[2] not in found or own_file:
                     found[row[2]] = (row[3].strip(), line_key, values)
     if header is None:
         raise SystemExit("ncu_source_summary: no 'Line No' header; is this `--page source --csv` output?")
@@ -77,20 +83,26 @@ def summarize(found, stalls, top):
 
 def self_test():
     text = '\n'.join([
-        '"File Path","/x/cooperative_groups.h"',
+        '"File Path","/usr/local/cuda/targets/x86_64-linux/include/cooperative_groups.h"',
         '"Line No","Source","Address","Source","Warp Stall Sampling (All Samples)","stall_barrier","stall_wait"',
         '"10","sync();","-","-","3","3","0"',
         '"","","0x10","      BAR.SYNC.DEFER_BLOCKING 0x0","3","3","0"',
-        '"File Path","/x/selection.cu"',
+        '"File Path","/work/repo/cuda/src/selection.cu"',
         '"Line No","Source","Address","Source","Warp Stall Sampling (All Samples)","stall_barrier","stall_wait"',
         '"5","cg::this_cluster().sync();","-","-","3","3","0"',
         '"","","0x10","      BAR.SYNC.DEFER_BLOCKING 0x0","3","3","0"',
         '"6","x += y;","-","-","1","0","1"',
         '"","","0x20","      @P0 IADD3 R1, R2, R3, RZ","1","0","1"',
+        '"File Path","/usr/local/cuda/targets/x86_64-linux/include/sm_30_intrinsics.hpp"',
+        '"Line No","Source","Address","Source","Warp Stall Sampling (All Samples)","stall_barrier","stall_wait"',
+        '"7","shfl();","-","-","1","0","1"',
+        '"","","0x20","      @P0 IADD3 R1, R2, R3, RZ","1","0","1"',
     ])
     found, stalls = read_instructions(io.StringIO(text))
     assert len(found) == 2, found  # 0x10 counted once, under selection.cu
-    assert found["0x10"][1][0] == "selection.cu"
+    assert found["0x10"][1][0] == "selection.cu"  # the program's line, not the toolkit header's
+    assert found["0x20"][1][:2] == ("selection.cu", 6)  # a header listed later does not take it back
+    assert toolkit_header("/usr/local/cuda/include/crt/sm_90_rt.hpp") and not toolkit_header("/home/u/k.cu")
     report = summarize(found, stalls, 5)
     assert "4 warp-state samples" in report and "barrier 75%" in report and "IADD3 25%" in report, report
     print("ncu_source_summary self-test: ok")
