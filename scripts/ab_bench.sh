@@ -9,6 +9,10 @@
 # temperature hits both alike; each row's median over the runs is printed for A and B with B/A.
 # AB_B_ENVS="K=1 K=2 K=4" runs B once under each of those environment settings (a parameter the
 # B code reads with getenv while it is tried: A B1 B2 B3 A B1 ...), a column each.
+# AB_B_OVERLAY=DIR makes B the tree with the files under DIR copied over it (same relative paths),
+# without -DRESA_AB_B: for a change too wide for an #ifdef, B is the files as they were, e.g.
+#   mkdir -p ab-overlay && git archive HEAD cuda/src | tar -x -C ab-overlay   (here, before the
+#   device call: the overlay travels as an untracked folder; delete it afterwards)
 # Usage (on the device machine; both builds take ~1 min):
 #   AB_RUNS=3 bash scripts/ab_bench.sh "--batch 8 --length 262144" "--batch 1 --length 262144"
 #   (each argument: the options of one bench_gpu invocation)          -> $OUT/ab.log, $OUT/ab.txt
@@ -20,12 +24,27 @@ mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH
 [ $# -ge 1 ] || { echo "usage: ab_bench.sh \"BENCH_GPU_OPTIONS\"..." >&2; exit 2; }
 : >"$OUT/ab.log"
+overlay=${AB_B_OVERLAY:-}
+if [ -n "$overlay" ]; then  # B's sources: a copy of the tree with the overlay's files over it
+  [ -d "$overlay" ] || { echo "ab_bench.sh: AB_B_OVERLAY=$overlay is not a folder" >&2; exit 2; }
+  b_src=$(mktemp -d)
+  if ! { tar -c --exclude=./build --exclude=./.git --exclude=./results --exclude=./data --exclude=./gpu-out . |
+      tar -x -C "$b_src" && cp -r "$overlay"/. "$b_src"/; }; then
+    echo "ab_bench.sh: could not make B's tree from the overlay $overlay" >&2
+    exit 1
+  fi
+fi
 for variant in a b; do
-  flags=""; [ $variant = b ] && flags="-DRESA_AB_B"
-  cmake -S . -B build/ab-$variant -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+  flags="" src=.
+  if [ $variant = b ]; then
+    if [ -n "$overlay" ]; then src=$b_src; else flags="-DRESA_AB_B"; fi
+  fi
+  if ! { cmake -S "$src" -B build/ab-$variant -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DCMAKE_CUDA_FLAGS="$flags" >>"$OUT/ab.log" 2>&1 &&
-    cmake --build build/ab-$variant -j 16 --target bench_gpu >>"$OUT/ab.log" 2>&1 ||
-    { tail -30 "$OUT/ab.log"; exit 1; }
+    cmake --build build/ab-$variant -j 16 --target bench_gpu >>"$OUT/ab.log" 2>&1; }; then
+    tail -30 "$OUT/ab.log"
+    exit 1
+  fi
 done
 read -r -a b_envs <<<"${AB_B_ENVS:-}"
 [ ${#b_envs[@]} -eq 0 ] && b_envs=("")
@@ -42,7 +61,7 @@ for ((r = 0; r < runs; ++r)); do
     i=$((i + 1))
   done
 done
-python3 - "$json" "$runs" <<'EOF' | tee "$OUT/ab.txt"
+python3 - "$json" "$runs" "$overlay" <<'EOF' | tee "$OUT/ab.txt"
 import glob, json, statistics, sys
 folder, runs = sys.argv[1], int(sys.argv[2])
 times = {}  # (kernel, shape, batch, L) -> {variant: [us, ...]}
@@ -52,7 +71,7 @@ for path in sorted(glob.glob(folder + "/*.json")):
         key = (row["kernel"], row["shape"], row["batch"], row["L"])
         times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
 bs = sorted({v for t in times.values() for v in t if v != "a"})
-print(f"A/B over {runs} alternating runs (median us); B = -DRESA_AB_B" + (f" under {', '.join(b[1:] for b in bs)}" if bs != ["b"] else ""))
+print(f"A/B over {runs} alternating runs (median us); B = " + (f"the tree with {sys.argv[3]} over it" if sys.argv[3] else "-DRESA_AB_B") + (f" under {', '.join(b[1:] for b in bs)}" if bs != ["b"] else ""))
 print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>7} {'A us':>9}" + "".join(f" {('B ' + b[1:]).strip():>9} {'B/A':>6}" for b in bs))
 for (kernel, shape, batch, L), t in times.items():
     a = statistics.median(t["a"])

@@ -18,16 +18,18 @@
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
-#             among "decode rect select short peer", default the first three; "short": the batch-1
+#             among "decode rect select short peer topk_source merge_source", default the first three; "short": the batch-1
 #             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
 #             flash kernel at 28/4 batch 8 256K, with their memory workload sections;
 #             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
 #             per-instruction counters and stall samples, printed as SASS with its CUDA lines,
-#             and summarized by scripts/ncu_source_summary.py)
+#             and summarized by scripts/ncu_source_summary.py; "merge_source": the same for the
+#             merge kernel of the dense decode at 12/2 batch 1 256K)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
-#                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary)
+#                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary),
+#                     ncu_merge_source_12x2_b1_256k.csv and .txt
 #             (a call builds only the targets its stages run: ncu alone builds bench_gpu)
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
@@ -97,6 +99,18 @@ ncu_profile() {
   [ -n "${NCU_METRICS:-}" ] && extra+=(--metrics "$NCU_METRICS")
   ncu --kernel-name regex:"$regex" --launch-count "$count" --section SpeedOfLight --section WarpStateStats \
     --section SchedulerStats "${extra[@]}" "$@" >>"$OUT/$file" 2>&1
+}
+# Per-instruction counters and stall samples of the first launch of one kernel in a bench_gpu run,
+# printed as SASS with its CUDA lines and summarized by scripts/ncu_source_summary.py.
+# Usage: source_profile NAME REGEX BENCH_OPTIONS...  -> ncu_NAME.csv, ncu_NAME.txt
+source_profile() {
+  local name=$1 regex=$2
+  shift 2
+  ncu --kernel-name regex:"$regex" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+    --section SourceCounters --import-source yes -f -o "$build/$name" \
+    $build/cuda/bench_gpu "$@" >"$build/$name.log" 2>&1 &&
+    ncu --import "$build/$name.ncu-rep" --page source --print-source cuda,sass --csv >"$OUT/ncu_$name.csv" 2>&1 &&
+    python3 scripts/ncu_source_summary.py "$OUT/ncu_$name.csv" >"$OUT/ncu_$name.txt" 2>&1
 }
 run_verify() {
   $build/cli/resa verify -v >"$OUT/verify.log" 2>&1; local r=$?
@@ -170,15 +184,11 @@ for s in "${stages[@]}"; do
           python3 scripts/bench_peers.py --case 28/4:8:262144 || rc=1
       fi
       if [[ $profiles == *" topk_source "* ]]; then  # where the top-k's cycles go, instruction by instruction
-        for c in "12/2 1" "28/4 8"; do
-          read -r shape batch <<<"$c"
-          name=topk_source_${shape/\//x}_b${batch}_256k
-          ncu --kernel-name regex:topk_kernel --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-            --section SourceCounters --import-source yes -f -o "$build/$name" \
-            $bench --length 262144 --shape "$shape" --batch "$batch" >"$build/$name.log" 2>&1 || rc=1
-          ncu --import "$build/$name.ncu-rep" --page source --print-source cuda,sass --csv >"$OUT/ncu_$name.csv" 2>&1 || rc=1
-          python3 scripts/ncu_source_summary.py "$OUT/ncu_$name.csv" >"$OUT/ncu_$name.txt" 2>&1 || rc=1
-        done
+        source_profile topk_source_12x2_b1_256k topk_kernel --length 262144 --shape 12/2 --batch 1 || rc=1
+        source_profile topk_source_28x4_b8_256k topk_kernel --length 262144 --shape 28/4 --batch 8 || rc=1
+      fi
+      if [[ $profiles == *" merge_source "* ]]; then  # the merge of the batch-1 dense decode
+        source_profile merge_source_12x2_b1_256k attention_merge --length 262144 --shape 12/2 --batch 1 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do

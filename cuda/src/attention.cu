@@ -11,8 +11,8 @@
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
 //     (rectification, prefill chunks): the same arithmetic with Hopper wgmma, up to 256 rows per
 //     CTA. Rows whose causal limit lies before a tile keep their state exactly.
-//   attention_merge_kernel  grid (row x column group, KV head, sequence), one warp each; folds a
-//     row's split partials left to right with the shared merge rule and writes acc / l.
+//   attention_merge_kernel  grid (row, KV head, sequence), one warp per 32 columns; folds a row's
+//     split partials left to right with the shared merge rule and writes acc / l.
 //
 // Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
 #include <algorithm>
@@ -65,6 +65,12 @@ struct KvStage {
   static constexpr int kElems = kK + kKeyTile * kVChunks * 8;
 };
 
+// Cache position of key idx of a block-sparse KV list: the list's key idx lies in its entry
+// idx / block_size, which holds cache block `block`.
+__device__ __forceinline__ int gathered_key_position(int block, int idx, int block_size) {
+  return block * block_size + idx % block_size;
+}
+
 // Key count of the longest row of (sequence b, KV head kvh).
 template <class T>
 __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, int kvh, int L) {
@@ -114,7 +120,7 @@ struct SplitKeys {
         const int idx = t0 + static_cast<int>(key);
         const bool valid = idx < end;
         int pos = 0;
-        if (valid) pos = causal ? idx : block_list[idx / p.block_size] * p.block_size + idx % p.block_size;
+        if (valid) pos = causal ? idx : gathered_key_position(block_list[idx / p.block_size], idx, p.block_size);
         const size_t off = static_cast<size_t>(pos) * D + part * 8;
         detail::cp_async_16(k_dst, k + off, valid ? 16 : 0);
         detail::cp_async_16(v_dst, v + off, valid ? 16 : 0);
@@ -159,6 +165,7 @@ __device__ __forceinline__ void row_sums(float (&lf)[4], const uint32_t (&pa)[4]
 }
 
 // The workspace slot of one row's partial of one split: acc[D], then (m, l) in a second array.
+// The same row's partial of split s + 1 is rows_per_head slots further in both.
 struct PartialSlot {
   float *acc, *ml;
   template <class T>
@@ -450,7 +457,7 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
   auto key_position = [&](int idx) {
     if (causal) return idx;
     const int blk = idx / p.block_size;
-    return (staged ? split_blocks[blk - first_block] : block_list[blk]) * p.block_size + idx % p.block_size;
+    return gathered_key_position(staged ? split_blocks[blk - first_block] : block_list[blk], idx, p.block_size);
   };
   // Issues tile `tile` into `stage` and commits one cp.async group (an empty one past the last
   // tile, so wait counts stay uniform).
@@ -623,139 +630,159 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (!row_valid[h] || limit[h] <= split_begin) continue;
-    const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row[h];
-    float* accp = p.workspace + slot * D;
+    const PartialSlot out(p, D, b, kvh, split, max_splits, rows_per_head, row[h]);
 #pragma unroll
     for (int jl = 0; jl < kColTiles; ++jl)
-      *reinterpret_cast<float2*>(accp + 8 * (warp * kColTiles + jl) + 2 * tq) =
+      *reinterpret_cast<float2*>(out.acc + 8 * (warp * kColTiles + jl) + 2 * tq) =
           make_float2(acc[jl][2 * h], acc[jl][2 * h + 1]);
-    if (warp == 0 && tq == 0) {
-      float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
-      ml[slot * 2] = m[h];
-      ml[slot * 2 + 1] = lf[2 * h];
-    }
+    if (warp == 0 && tq == 0) out.ml[0] = m[h], out.ml[1] = lf[2 * h];
   }
 }
 
-// One warp per (row, 32 output columns, KV head, sequence): folds the row's split partials left to
-// right with the shared merge rule and writes acc / l. The rule's factors (sa, sb) depend only on
-// the running max, the same for every column, so they are computed once per split instead of per
-// column. Per chunk of up to kMergeChunk splits: the splits' (m, l) pairs are staged in shared
-// memory by one group of copies; lane j takes a run of consecutive splits; a warp scan of the
-// runs' maxima gives each run its incoming running max (the scan combines a left run with a right
-// one as max_ignore_nan(left, right), which keeps the leftmost maximum exactly like the sequential
-// fold, so every running max has the fold's bits); the lane computes its splits' merge_factors in
-// order. The fold itself (one lane per column, and l) is then a multiply and an FMA per split,
-// over acc partials streamed through a ring of cp.async stages.
-constexpr int kMergeCols = 32;         // output columns per CTA: one warp, one lane per column
+// One CTA per (row, KV head, sequence), one warp per 32 output columns: folds the row's split
+// partials left to right with the shared merge rule and writes acc / l. The rule's factors (sa,
+// sb) depend only on the running max, the same for every column, so the CTA computes them once
+// per split for all its warps. Per chunk of up to kMergeChunk splits: the splits' (m, l) pairs are
+// staged in shared memory by one group of copies; thread t takes a run of consecutive splits; a
+// scan of the runs' maxima over the CTA (within each warp by shuffles, then across the warps'
+// totals) gives each run its incoming running max (the scan combines a left run with a right one
+// as max_ignore_nan(left, right), which keeps the leftmost maximum exactly like the sequential
+// fold, so every running max has the fold's bits); the thread computes its splits' merge_factors
+// in order and stages each split's (sa, sb, l) as one 16-byte record. Then each warp folds its
+// columns (one lane per column, and l in every lane) with a multiply and an FMA per split and
+// value, over acc partials streamed through a ring of cp.async stages of its own. The first split
+// is folded like the others, from the state (acc, l) = (-0, -0) with factors (0, 1):
+// fma(x, 1, -0 * 0) is x bit for bit (-0 + -0 = -0, +0 + -0 = +0), as the reference takes the
+// first split as it is.
+// The fold is one dependent chain per column (a multiply and an FMA per split), so the kernel's
+// time is latency, not bandwidth; PERFORMANCE.md change 41 has what this form gained over one
+// warp per 32 columns with the factor pass in each, and what did not help (a leaner loader, the
+// multiplies skipped where every sa of a stage is 1).
+constexpr int kMergeCols = 32;         // output columns per warp: one lane per column
 constexpr int kMergeChunk = 512;       // splits whose factors are staged at a time
 constexpr int kMergeStageSplits = 16;  // splits per ring stage (16 x 32 floats = 2 KB)
-constexpr int kMergeRing = 12;         // ring stages (11 in flight while one is folded)
+constexpr int kMergeRing = 10;         // ring stages per warp (9 in flight while one is folded)
+struct MergeSmem {                     // dynamic shared memory of attention_merge_kernel, then
+  float4 factors[kMergeChunk];         // per split of the chunk: sa, sb, its l, unused
+  float2 ml[kMergeChunk];              // the splits' (m, l), staged by one cp.async group
+  float warp_max[32];                  // the scan's warp totals
+};
+using MergeRing = float[kMergeRing][kMergeStageSplits][kMergeCols];  // one per warp, after MergeSmem
+static_assert(sizeof(MergeSmem) % 16 == 0, "MergeSmem: the rings are 16-byte aligned");
+constexpr size_t merge_smem_bytes(int d) { return sizeof(MergeSmem) + d / kMergeCols * sizeof(MergeRing); }
 template <class T, int D>
-__global__ void __launch_bounds__(32)
+__global__ void __launch_bounds__(D)
     attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
-  static_assert(D % kMergeCols == 0 && kMergeChunk % 32 == 0, "attention_merge_kernel: column groups and runs");
-  __shared__ float sa[kMergeChunk], sb[kMergeChunk];
-  __shared__ __align__(8) float2 sml[kMergeChunk];  // the splits' (m, l), staged by one cp.async group
-  __shared__ __align__(16) float ring[kMergeRing][kMergeStageSplits][kMergeCols];
+  static_assert(D % kMergeCols == 0 && kMergeChunk % D == 0, "attention_merge_kernel: column groups and runs");
+  extern __shared__ __align__(16) unsigned char merge_smem_raw[];
+  MergeSmem& sm = *reinterpret_cast<MergeSmem*>(merge_smem_raw);
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
   detail::wait_for_previous_grid();
-  constexpr int kGroups = D / kMergeCols;
-  const int r = blockIdx.x / kGroups, col0 = blockIdx.x % kGroups * kMergeCols;
-  const int kvh = blockIdx.y, b = blockIdx.z, lane = threadIdx.x;
+  constexpr int kWarps = D / kMergeCols;
+  const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int t = threadIdx.x, warp = t / 32, lane = t % 32, col = warp * kMergeCols + lane;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
   const int i = r / g, head = kvh * g + r % g;
   const int n_keys = p.gather == KeyGather::Causal ? L - p.n_new + i + 1 : row_keys_max(p, b, kvh, L);
   const int S = p.schedule.split_len;
   const int ns = (n_keys + S - 1) / S;
-  const size_t base = (static_cast<size_t>(b) * hkv + kvh) * max_splits * rows_per_head + r;
-  const float* ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D;
-  const float* acc_col0 = p.workspace + base * D + col0;  // split s: + s * rows_per_head * D
-  const size_t split_stride = static_cast<size_t>(rows_per_head) * D;
+  const PartialSlot first_split(p, D, b, kvh, 0, max_splits, rows_per_head, r);
+  const unsigned split_stride = static_cast<unsigned>(rows_per_head) * D;  // floats from split s to s + 1
+  MergeRing& ring = reinterpret_cast<MergeRing*>(merge_smem_raw + sizeof(MergeSmem))[warp];
 
-  // Ring stage `stage` <- acc partials of splits [first, first + kMergeStageSplits) (zeros past
-  // `end`): 128 16-byte pieces, four per lane; one cp.async group per call. Lane l copies columns
-  // 4 (l % 8) .. + 3 of splits first + l / 8 + 4k, k = 0..3: a stage moves its source and
-  // destination by constants, computed once.
+  // Ring stage `stage` <- this warp's columns of the acc partials of splits [first, first +
+  // kMergeStageSplits) (zeros past `end`): 128 16-byte pieces, four per lane; one cp.async group
+  // per call. Lane l copies columns 4 (l % 8) .. + 3 of splits first + l / 8 + 4k, k = 0..3.
   constexpr int kLanesPerSplit = kMergeCols / 4, kSplitsPerRound = 32 / kLanesPerSplit;
+  constexpr int kRounds = kMergeStageSplits / kSplitsPerRound;
   const int lane_split = lane / kLanesPerSplit;
-  const float* lane_src = acc_col0 + lane_split * split_stride + lane % kLanesPerSplit * 4;
+  const float* lane_src = first_split.acc + warp * kMergeCols + lane % kLanesPerSplit * 4;
   const uint32_t lane_dst = detail::smem_addr(&ring[0][lane_split][lane % kLanesPerSplit * 4]);
-  const size_t round_stride = kSplitsPerRound * split_stride;
   auto load_stage = [&](int stage, int first, int end) {
-    const float* src = lane_src + static_cast<size_t>(first) * split_stride;
     const uint32_t dst = lane_dst + stage * static_cast<uint32_t>(sizeof(ring[0]));
+    const unsigned split0 = first + lane_split;
 #pragma unroll
-    for (int k = 0; k < kMergeStageSplits / kSplitsPerRound; ++k) {
-      const bool valid = first + lane_split + kSplitsPerRound * k < end;
-      detail::cp_async_16(dst + k * kSplitsPerRound * kMergeCols * sizeof(float), valid ? src + k * round_stride : acc_col0,
+    for (int k = 0; k < kRounds; ++k) {
+      const bool valid = static_cast<int>(split0) + kSplitsPerRound * k < end;
+      const float* src = lane_src + static_cast<size_t>(split0 + kSplitsPerRound * k) * split_stride;
+      detail::cp_async_16(dst + k * kSplitsPerRound * kMergeCols * sizeof(float), valid ? src : lane_src,
                           valid ? 16 : 0);
     }
     detail::cp_async_commit();
   };
 
-  float m = neg_inf(), l = 0.f, acc = 0.f;  // the fold's state after the splits so far
+  // The fold's state after the splits so far; (-0, -0) before the first (see above).
+  float m = neg_inf(), l = -0.f, acc = -0.f;
   for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
     const int n = min(kMergeChunk, ns - chunk);
     const int n_stages = (n + kMergeStageSplits - 1) / kMergeStageSplits;
     // (m, l) of the chunk's splits, all copies in flight at once, then the ring's first stages.
-    for (int k = lane; k < n; k += 32)
-      detail::cp_async_8(&sml[k], ml + (base + static_cast<size_t>(chunk + k) * rows_per_head) * 2);
+    for (int k = t; k < n; k += D)
+      detail::cp_async_8(&sm.ml[k], first_split.ml + static_cast<size_t>(chunk + k) * rows_per_head * 2);
     detail::cp_async_commit();
     for (int st = 0; st < kMergeRing - 1; ++st)
       load_stage(st, chunk + st * kMergeStageSplits, st < n_stages ? chunk + n : 0);
     detail::cp_async_wait<kMergeRing - 1>();  // the (m, l) group, committed before the ring's
-    __syncwarp();
-    // Factors: lane j takes splits [j * run, (j + 1) * run) of the chunk.
-    const int run = (n + 31) / 32, k0 = min(n, lane * run), k1 = min(n, k0 + run);
+    __syncthreads();
+    // Factors: thread t takes splits [t * run, (t + 1) * run) of the chunk.
+    const int run = (n + D - 1) / D, k0 = min(n, t * run), k1 = min(n, k0 + run);
     float run_max = neg_inf();
-    for (int k = k0; k < k1; ++k) run_max = max_ignore_nan(run_max, sml[k].x);
-    float before = run_max;  // inclusive scan over lanes, left operand the earlier run
+    for (int k = k0; k < k1; ++k) run_max = max_ignore_nan(run_max, sm.ml[k].x);
+    float before = run_max;  // inclusive scan over the warp's lanes, left operand the earlier run
 #pragma unroll
     for (int o = 1; o < 32; o *= 2) {
       const float left = __shfl_up_sync(0xffffffffu, before, o);
       if (lane >= o) before = max_ignore_nan(left, before);
     }
-    const float chunk_max = __shfl_sync(0xffffffffu, before, 31);
-    before = __shfl_up_sync(0xffffffffu, before, 1);  // exclusive: the runs to the left
-    float mm = lane == 0 ? m : max_ignore_nan(m, before);  // running max before split k0
+    if (lane == 31) sm.warp_max[warp] = before;
+    before = __shfl_up_sync(0xffffffffu, before, 1);  // exclusive: the runs to the left in the warp
+    __syncthreads();
+    float left_warps = m, chunk_max = m;  // the running max before this warp's runs; after the chunk
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      if (w == warp) left_warps = chunk_max;
+      chunk_max = max_ignore_nan(chunk_max, sm.warp_max[w]);
+    }
+    float mm = lane == 0 ? left_warps : max_ignore_nan(left_warps, before);  // running max before split k0
     for (int k = k0; k < k1; ++k) {
-      const float ms = sml[k].x;
-      if (chunk + k == 0) {  // the first split starts the fold
-        mm = ms;
+      const float2 split_ml = sm.ml[k];
+      if (chunk + k == 0) {  // the first split starts the fold: taken as it is
+        sm.factors[k] = make_float4(0.f, 1.f, split_ml.y, 0.f);
+        mm = split_ml.x;
         continue;
       }
-      const MergeFactors f = merge_factors(mm, ms);
-      sa[k] = f.sa;
-      sb[k] = f.sb;
+      const MergeFactors f = merge_factors(mm, split_ml.x);
+      sm.factors[k] = make_float4(f.sa, f.sb, split_ml.y, 0.f);
       mm = f.m;
     }
-    m = max_ignore_nan(m, chunk_max);
-    __syncwarp();
-    // Fold: lane = column col0 + lane; l is folded by every lane alike.
+    m = chunk_max;
+    __syncthreads();
+    // Fold: lane = column col; l is folded by every lane alike.
     for (int st = 0; st < n_stages; ++st) {
       detail::cp_async_wait<kMergeRing - 2>();
       __syncwarp();
       const int k_first = st * kMergeStageSplits, k_end = min(n, k_first + kMergeStageSplits);
       const float(&stage)[kMergeStageSplits][kMergeCols] = ring[st % kMergeRing];
       auto fold = [&](int k) {
-        const float a = stage[k - k_first][lane];
-        if (chunk + k == 0) {
-          l = sml[k].y;
-          acc = a;
-        } else {
-          const MergeFactors f{0.f, sa[k], sb[k]};
-          l = merge_value(l, sml[k].y, f);
-          acc = merge_value(acc, a, f);
-        }
+        const float4 f = sm.factors[k];
+        const MergeFactors factors{0.f, f.x, f.y};
+        l = merge_value(l, f.z, factors);
+        acc = merge_value(acc, stage[k - k_first][lane], factors);
       };
       if (k_end - k_first == kMergeStageSplits) {
-        // A whole stage, unrolled: its shared-memory reads issue ahead of the chain of multiplies
-        // and FMAs, which then runs at the arithmetic's latency (one warp per SM has no other
-        // work to hide a read's latency behind; the loop took ~50 cycles per split).
+        // A whole stage: its shared-memory reads first, then the chain of multiplies and FMAs,
+        // which runs at the arithmetic's latency.
+        float4 f[kMergeStageSplits];
+        float a[kMergeStageSplits];
 #pragma unroll
-        for (int j = 0; j < kMergeStageSplits; ++j) fold(k_first + j);
+        for (int j = 0; j < kMergeStageSplits; ++j) f[j] = sm.factors[k_first + j], a[j] = stage[j][lane];
+#pragma unroll
+        for (int j = 0; j < kMergeStageSplits; ++j) {
+          const MergeFactors factors{0.f, f[j].x, f[j].y};
+          l = merge_value(l, f[j].z, factors);
+          acc = merge_value(acc, a[j], factors);
+        }
       } else {
         for (int k = k_first; k < k_end; ++k) fold(k);
       }
@@ -764,9 +791,9 @@ __global__ void __launch_bounds__(32)
       load_stage(next % kMergeRing, chunk + next * kMergeStageSplits, next < n_stages ? chunk + n : 0);
     }
     detail::cp_async_wait<0>();
-    __syncwarp();  // sa, sb, sml and the ring are reused by the next chunk
+    __syncthreads();  // factors, ml and the rings are reused by the next chunk
   }
-  p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col0 + lane] = softmax_normalize(acc, l);
+  p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = softmax_normalize(acc, l);
 }
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
@@ -777,16 +804,16 @@ template <class T, int D, int kStages, int kWarps>
 struct DecodeInstance {
   static constexpr size_t kSmem =
       kStages * decode_stage_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kWarps * 16 * sizeof(float);
-  static int ctas_per_sm() {
-    static const int n = [] {
+  static int ctas_per_sm() {  // of the current device
+    static detail::PerDeviceCache cache;
+    return detail::once_per_device(cache, [] {
       RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D, kStages, kWarps>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
       int ctas = 0;
       RESA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
           &ctas, attention_split_decode_kernel<T, D, kStages, kWarps>, kWarps * 32, kSmem));
       return ctas;
-    }();
-    return n;
+    });
   }
   static void launch(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
     ctas_per_sm();  // sets the shared-memory attribute
@@ -838,16 +865,10 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
-  static bool configured = false;  // per template instance; the attribute is per function
-  if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, 3>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(wgmma_smem_bytes<D>(3))));
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(wgmma_smem_bytes<D>(kMaxWarpgroups))));
-    configured = true;
-  }
+  static detail::PerDeviceCache configured3, configured4;  // the attribute is per function and device
+  detail::allow_dynamic_smem(configured3, attention_split_wgmma_kernel<T, D, 3>, wgmma_smem_bytes<D>(3));
+  detail::allow_dynamic_smem(configured4, attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
+                             wgmma_smem_bytes<D>(kMaxWarpgroups));
   if (rows <= 16) {
     launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
   } else {
@@ -861,8 +882,10 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
                              grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows, max_splits,
                              row_groups);
   }
-  detail::launch_dependent(attention_merge_kernel<T, D>, dim3(rows * (D / kMergeCols), hkv, p.kv.batch), 32, 0,
-                           stream, "attention_merge_kernel", p, rows, max_splits);
+  static detail::PerDeviceCache merge_configured;
+  detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));
+  detail::launch_dependent(attention_merge_kernel<T, D>, dim3(rows, hkv, p.kv.batch), D, merge_smem_bytes(D), stream,
+                           "attention_merge_kernel", p, rows, max_splits);
 }
 
 }  // namespace

@@ -176,22 +176,23 @@ __device__ void pooled_query(const SelectParams<T>& p, int b, int kvh, float (&q
   for (int i = 0; i < D / 32; ++i) qbar[i] = div_rn(qbar[i], static_cast<float>(g));
 }
 
-// Scores and rank keys of a warp's eight blocks (WarpBlocks), stored by lane 0 of each quad;
-// returns the high word of the key of the block lane / 4 (for the lanes that stored one).
+// Scores and rank keys of a warp's eight blocks (WarpBlocks), stored by lane 0 of each quad; with
+// `staged_hi` (the fused kernel's top-k staging), also each key's high word, at
+// staged_hi[blk - staged_begin].
 template <class T, int D>
-__device__ uint32_t score_and_store(const SelectParams<T>& p, const WarpBlocks<T, D>& blocks, const float (&qbar)[D / 32],
-                                    size_t desc_head, int M, int first, int stride, int last) {
+__device__ void score_and_store(const SelectParams<T>& p, const WarpBlocks<T, D>& blocks, const float (&qbar)[D / 32],
+                                size_t desc_head, int M, int first, int stride, int last, uint32_t* staged_hi = nullptr,
+                                int staged_begin = 0) {
   const float sum = blocks.score(qbar);
   const int lane = threadIdx.x % 32, blk = first + threadIdx.x / 32 + stride * (lane / 4);
-  uint64_t key = 0;
   if (lane % 4 == 0 && blk < last) {
     const int local_begin = max(0, M - p.cfg.n_local), sink_end = min(M, p.cfg.n_sink);
     const float score = canonicalize_nan(sum);
-    key = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
+    const uint64_t key = selection_key(score, static_cast<uint32_t>(blk), blk >= local_begin || blk < sink_end);
     p.scores[desc_head + blk] = score;
     p.keys[desc_head + blk] = key;
+    if (staged_hi) staged_hi[blk - staged_begin] = static_cast<uint32_t>(key >> 32);
   }
-  return static_cast<uint32_t>(key >> 32);
 }
 
 // Scores and rank keys of the blocks of one (sequence, KV head), spread over many CTAs (long
@@ -529,9 +530,7 @@ __global__ void __cluster_dims__(kCtas, 1, 1) __launch_bounds__(kTopkThreads<kCt
     WarpBlocks<T, D> blocks;
     blocks.load(p, desc_head, first, kWarps, end);
     if (first == sh.begin) pooled_query<T, D>(p, b, kvh, qbar);  // while the first loads are in flight
-    const uint32_t hi = score_and_store<T, D>(p, blocks, qbar, desc_head, sh.M, first, kWarps, end);
-    const int lane = threadIdx.x % 32, blk = first + threadIdx.x / 32 + kWarps * (lane / 4);
-    if (lane % 4 == 0 && blk < end) staged_hi[blk - sh.begin] = hi;
+    score_and_store<T, D>(p, blocks, qbar, desc_head, sh.M, first, kWarps, end, staged_hi, sh.begin);
   }
   topk_cluster<kCtas>(sh, staged_hi, 1, p.cfg, p.blocks + static_cast<size_t>(slot) * p.max_selected, p.n_blocks + slot);
 }
@@ -572,12 +571,8 @@ void launch_selection(const SelectParams<T>& p, cudaStream_t stream) {
   launch_scores<T, D>(p, stream);
   // A CTA stages up to kTopkSmemKeys / kCtas high words, its share of M (128 KB for one CTA).
   const int smem_keys = std::min(share, kTopkSmemKeys / kCtas);
-  static bool configured = false;  // per instance; the attribute is per function
-  if (!configured) {
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<kCtas>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kTopkSmemKeys / kCtas * sizeof(uint32_t))));
-    configured = true;
-  }
+  static detail::PerDeviceCache configured;  // per instance; the attribute is per function and device
+  detail::allow_dynamic_smem(configured, topk_kernel<kCtas>, kTopkSmemKeys / kCtas * sizeof(uint32_t));
   detail::launch_dependent(topk_kernel<kCtas>, topk_grid, kTopkThreads<kCtas>, smem_keys * sizeof(uint32_t), stream,
                            "topk_kernel", p.kv.length, p.kv.n_kv_heads, p.desc.max_blocks, p.cfg, p.keys, p.blocks,
                            p.n_blocks, p.max_selected, smem_keys);
