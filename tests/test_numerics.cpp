@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -376,14 +377,18 @@ TEST(SoftmaxMax, QuarterMaximaCombinedLeftToRightEqualOneScan) {
   }
 }
 
-// The merge kernel's factors (cuda/src/attention.cu, attention_merge_kernel), emulated on the
-// host: per chunk of splits, lane j takes a run of consecutive splits, an inclusive warp scan of
-// the runs' maxima (Hillis-Steele, the earlier run always the left operand of max_ignore_nan)
-// shifted by one lane gives each run its incoming running max, and each lane computes its splits'
-// merge_factors in order; the fold then applies the factors. It must give the sequential merge's
-// bits (reference/src/attention.cpp): the leftmost maximum is associative, so the scan's running
-// maxima equal the fold's, signed zeros included. Split maxima are drawn from a small pool (ties,
-// -0/+0, -inf for splits without a finite score), chunks of 8 to 512 splits, 1 to 1100 splits.
+// The merge kernel's schedule (cuda/src/attention.cu, attention_merge_kernel), emulated on the
+// host: per chunk of splits, thread t of the CTA's 64 or 128 takes a run of consecutive splits; an
+// inclusive scan of the runs' maxima within each warp (Hillis-Steele, the earlier run always the
+// left operand of max_ignore_nan), shifted by one lane, and the warps' totals to its left give
+// each run its incoming running max; each thread computes its splits' merge_factors in order, the
+// first split of the row getting (sa, sb) = (0, 1); the fold then applies the factors from the
+// state (acc, l) = (-0, -0). It must give the sequential merge's bits (reference/src/
+// attention.cpp, which takes the first split as it is): the leftmost maximum is associative, so
+// the scan's running maxima equal the fold's, signed zeros included, and fma(x, 1, -0 * 0) = x
+// for every x, ±0 included. Split maxima are drawn from a small pool (ties, -0/+0, -inf for splits
+// without a finite score), values sometimes ±0 (the first split's too), chunks of 8 to 512
+// splits, 1 to 1100 splits.
 // (A running max's zero sign does not change a factor: x - (+0) and x - (-0) differ only for
 // x = ±0, where exp2 gives 1 either way; the test checks the running max's bits too.)
 TEST(MergeFold, ScanOfRunMaximaGivesTheSequentialFold) {
@@ -395,9 +400,14 @@ TEST(MergeFold, ScanOfRunMaximaGivesTheSequentialFold) {
   std::uniform_real_distribution<float> u(0.0f, 3.0f);
   for (int trial = 0; trial < 400; ++trial) {
     const int ns = trial < 8 ? 1 + trial : n_pick(rng), chunk_len = 8 << (trial % 7);  // 8 .. 512
+    const int threads = trial % 3 == 0 ? 64 : 128, warps = threads / 32;  // D = 64 or 128
     std::vector<float> ms(ns), ls(ns), as(ns);
-    for (int s = 0; s < ns; ++s)
+    for (int s = 0; s < ns; ++s) {
       ms[s] = pool[trial % 2 ? pick_low(rng) : pick_all(rng)], ls[s] = u(rng), as[s] = u(rng) - 1.5f;
+      if (trial % 4 == 1 && s % 3 == 0) as[s] = s % 2 ? -0.0f : 0.0f;  // signed zeros, the first split's included
+    }
+    if (trial % 8 == 5) as[0] = -0.0f, ls[0] = 0.0f;
+    if (trial < 8 && trial % 2 == 0) std::fill(as.begin(), as.end(), -0.0f);  // the fold stays -0 only if exact
     // The sequential fold (reference).
     float want_m = ms[0], want_l = ls[0], want_a = as[0];
     for (int s = 1; s < ns; ++s) {
@@ -407,38 +417,42 @@ TEST(MergeFold, ScanOfRunMaximaGivesTheSequentialFold) {
       want_m = f.m;
     }
     // The kernel's schedule.
-    float m = neg_inf(), l = 0.0f, a = 0.0f;
+    float m = neg_inf(), l = -0.0f, a = -0.0f;
     for (int chunk = 0; chunk < ns; chunk += chunk_len) {
-      const int n = std::min(chunk_len, ns - chunk), run = (n + 31) / 32;
-      float incl[32];
-      for (int lane = 0; lane < 32; ++lane) {
-        incl[lane] = neg_inf();
-        for (int k = std::min(n, lane * run); k < std::min(n, lane * run + run); ++k)
-          incl[lane] = max_ignore_nan(incl[lane], ms[chunk + k]);
+      const int n = std::min(chunk_len, ns - chunk), run = (n + threads - 1) / threads;
+      const auto first = [&](int t) { return std::min(n, t * run); };
+      const auto last = [&](int t) { return std::min(n, t * run + run); };
+      std::vector<float> incl(threads);
+      for (int t = 0; t < threads; ++t) {
+        incl[t] = neg_inf();
+        for (int k = first(t); k < last(t); ++k) incl[t] = max_ignore_nan(incl[t], ms[chunk + k]);
       }
-      for (int o = 1; o < 32; o *= 2) {
-        float next[32];
-        for (int lane = 0; lane < 32; ++lane) next[lane] = lane >= o ? max_ignore_nan(incl[lane - o], incl[lane]) : incl[lane];
-        std::copy(next, next + 32, incl);
+      for (int o = 1; o < 32; o *= 2) {  // within each warp
+        std::vector<float> next(incl);
+        for (int t = 0; t < threads; ++t)
+          if (t % 32 >= o) next[t] = max_ignore_nan(incl[t - o], incl[t]);
+        incl = next;
+      }
+      std::vector<float> left_warps(warps);
+      float chunk_max = m;
+      for (int w = 0; w < warps; ++w) {
+        left_warps[w] = chunk_max;
+        chunk_max = max_ignore_nan(chunk_max, incl[32 * w + 31]);
       }
       std::vector<float> sa(n), sb(n);
-      for (int lane = 0; lane < 32; ++lane) {
-        float mm = lane == 0 ? m : max_ignore_nan(m, incl[lane - 1]);
-        for (int k = std::min(n, lane * run); k < std::min(n, lane * run + run); ++k) {
+      for (int t = 0; t < threads; ++t) {
+        float mm = t % 32 == 0 ? left_warps[t / 32] : max_ignore_nan(left_warps[t / 32], incl[t - 1]);
+        for (int k = first(t); k < last(t); ++k) {
           if (chunk + k == 0) {
-            mm = ms[0];
+            sa[k] = 0.0f, sb[k] = 1.0f, mm = ms[0];
             continue;
           }
           const MergeFactors f = merge_factors(mm, ms[chunk + k]);
           sa[k] = f.sa, sb[k] = f.sb, mm = f.m;
         }
       }
-      m = max_ignore_nan(m, incl[31]);
+      m = chunk_max;
       for (int k = 0; k < n; ++k) {
-        if (chunk + k == 0) {
-          l = ls[0], a = as[0];
-          continue;
-        }
         const MergeFactors f{0.0f, sa[k], sb[k]};
         l = merge_value(l, ls[chunk + k], f);
         a = merge_value(a, as[chunk + k], f);
@@ -448,6 +462,27 @@ TEST(MergeFold, ScanOfRunMaximaGivesTheSequentialFold) {
     ASSERT_EQ(bits(l), bits(want_l)) << "trial " << trial << ", " << ns << " splits";
     ASSERT_EQ(bits(a), bits(want_a)) << "trial " << trial << ", " << ns << " splits";
     ASSERT_EQ(bits(softmax_normalize(a, l)), bits(softmax_normalize(want_a, want_l))) << "trial " << trial;
+  }
+}
+
+// The identity the merge kernel's first split rests on: from (-0) with factors (0, 1), one merge
+// step returns the split's value bit for bit, for every float but NaN (a NaN stays a NaN; outputs
+// canonicalize it).
+TEST(MergeFold, FirstSplitFromNegativeZeroIsExact) {
+  const MergeFactors first{0.0f, 0.0f, 1.0f};
+  std::mt19937 rng(5);
+  std::vector<uint32_t> patterns = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x007fffffu, 0x7f7fffffu,
+                                    0xff7fffffu, 0x7f800000u, 0xff800000u, 0x3f800000u, 0xbf800000u};
+  for (int i = 0; i < 200000; ++i) patterns.push_back(static_cast<uint32_t>(rng()));
+  for (const uint32_t p : patterns) {
+    float x;
+    std::memcpy(&x, &p, sizeof x);
+    const float y = merge_value(-0.0f, x, first);
+    if (std::isnan(x)) {
+      EXPECT_TRUE(std::isnan(y));
+    } else {
+      ASSERT_EQ(bits(y), p) << std::hex << p;
+    }
   }
 }
 
