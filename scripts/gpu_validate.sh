@@ -13,8 +13,9 @@
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
 #             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
-#   sass      SASS opcode counts per kernel (cuobjdump) and the listing of the rectification
-#             kernel (bf16, d = 128): what the compiler made of the source -> sass.txt, sass_wgmma.txt
+#   sass      SASS opcode counts per kernel (cuobjdump) and the listings of the rectification and
+#             merge kernels (bf16, d = 128): what the compiler made of the source
+#                                                     -> sass.txt, sass_wgmma.txt, sass_merge.txt
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
@@ -132,7 +133,7 @@ for s in "${stages[@]}"; do
       obj=$build/cuda/CMakeFiles/resa_cuda.dir/src
       for f in attention selection step; do cuobjdump -sass "$obj/$f.cu.o"; done >"$build/sass.all" 2>&1 || rc=1
       python3 scripts/sass_summary.py "$build/sass.all" --listing attention_split_wgmma_kernelINS_4bf16ELi128 \
-        "$OUT/sass_wgmma.txt" >"$OUT/sass.txt" || rc=1
+        "$OUT/sass_wgmma.txt" --listing attention_merge_kernelINS_4bf16ELi128 "$OUT/sass_merge.txt" >"$OUT/sass.txt" || rc=1
       head -40 "$OUT/sass.txt" ;;
     verify) run_verify || rc=1 ;;
     checks)

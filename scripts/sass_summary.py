@@ -7,7 +7,7 @@ built per instruction; LDC: kernel parameters re-read; LDL/STL: register spills)
 static (instructions in the code, not executed ones); compare two builds of the same kernel.
 
 Usage: cuobjdump -sass obj.o > all.sass
-       scripts/sass_summary.py all.sass [--listing NAME_SUBSTRING OUT_FILE]
+       scripts/sass_summary.py all.sass [--listing NAME_SUBSTRING OUT_FILE]...
 Run by `scripts/gpu_validate.sh sass`. Self-test: scripts/sass_summary.py --self-test
 """
 import argparse
@@ -72,7 +72,8 @@ def self_test():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sass", nargs="?", help="cuobjdump -sass output")
-    ap.add_argument("--listing", nargs=2, metavar=("NAME", "OUT"), help="write the listing of the first function whose name contains NAME")
+    ap.add_argument("--listing", nargs=2, action="append", default=[], metavar=("NAME", "OUT"),
+                    help="write the listing of the first function whose name contains NAME (repeatable)")
     ap.add_argument("--self-test", action="store_true")
     a = ap.parse_args()
     if a.self_test:
@@ -87,8 +88,7 @@ def main():
     if not functions:
         sys.exit(f"sass_summary: {a.sass} holds no 'Function :' sections (not cuobjdump -sass output?)")
     print(summary(functions))
-    if a.listing:
-        name, out = a.listing
+    for name, out in a.listing:
         match = [f for f in functions if name in f]
         if not match:
             sys.exit(f"sass_summary: no function name contains {name!r}")
