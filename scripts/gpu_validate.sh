@@ -19,9 +19,10 @@
 #   ncu       Nsight Compute: the dense decode split and merge kernels at 12/2 batch 1 256K, the
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
-#             among "decode rect select short peer topk_source merge_source", default the first three; "short": the batch-1
-#             4K decode and fused selection kernels; "peer": our dense decode and PyTorch SDPA's
-#             flash kernel at 28/4 batch 8 256K, with their memory workload sections;
+#             among "decode rect select short peer topk_source merge_source", default the first
+#             three; "short": the batch-1 4K decode and fused selection kernels; "peer": our dense
+#             decode and PyTorch SDPA's flash kernel at 28/4 batch 8 256K, with their memory
+#             workload sections;
 #             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
 #             per-instruction counters and stall samples, printed as SASS with its CUDA lines,
 #             and summarized by scripts/ncu_source_summary.py; "merge_source": the same for the
