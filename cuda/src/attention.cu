@@ -665,7 +665,7 @@ constexpr int kMergeRing = 10;         // ring stages per warp (9 in flight whil
 struct MergeSmem {                     // dynamic shared memory of attention_merge_kernel, then
   float4 factors[kMergeChunk];         // per split of the chunk: sa, sb, its l, unused
   float2 ml[kMergeChunk];              // the splits' (m, l), staged by one cp.async group
-  float warp_max[32];                  // the scan's warp totals
+  float warp_max[4];                   // the scan's warp totals (D / kMergeCols <= 4 warps)
 };
 using MergeRing = float[kMergeRing][kMergeStageSplits][kMergeCols];  // one per warp, after MergeSmem
 static_assert(sizeof(MergeSmem) % 16 == 0, "MergeSmem: the rings are 16-byte aligned");
@@ -674,6 +674,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(D)
     attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   static_assert(D % kMergeCols == 0 && kMergeChunk % D == 0, "attention_merge_kernel: column groups and runs");
+  static_assert(D / kMergeCols <= sizeof(MergeSmem::warp_max) / sizeof(float), "attention_merge_kernel: warp totals");
   extern __shared__ __align__(16) unsigned char merge_smem_raw[];
   MergeSmem& sm = *reinterpret_cast<MergeSmem*>(merge_smem_raw);
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
@@ -865,10 +866,6 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
-  static detail::PerDeviceCache configured3, configured4;  // the attribute is per function and device
-  detail::allow_dynamic_smem(configured3, attention_split_wgmma_kernel<T, D, 3>, wgmma_smem_bytes<D>(3));
-  detail::allow_dynamic_smem(configured4, attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
-                             wgmma_smem_bytes<D>(kMaxWarpgroups));
   if (rows <= 16) {
     launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
   } else {
@@ -877,10 +874,13 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     const dim3 grid(max_splits * row_groups, hkv, p.kv.batch);
     const size_t smem = wgmma_smem_bytes<D>(warpgroups);
     // Three warpgroups or fewer: one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification).
-    detail::launch_dependent(warpgroups <= 3 ? attention_split_wgmma_kernel<T, D, 3>
-                                             : attention_split_wgmma_kernel<T, D, kMaxWarpgroups>,
-                             grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows, max_splits,
-                             row_groups);
+    // The shared-memory attribute is set for the instance launched only, once per device.
+    const bool three = warpgroups <= 3;
+    const auto kernel = three ? attention_split_wgmma_kernel<T, D, 3> : attention_split_wgmma_kernel<T, D, kMaxWarpgroups>;
+    static detail::PerDeviceCache configured[2];  // per instance: the attribute is per function and device
+    detail::allow_dynamic_smem(configured[three], kernel, wgmma_smem_bytes<D>(three ? 3 : kMaxWarpgroups));
+    detail::launch_dependent(kernel, grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows,
+                             max_splits, row_groups);
   }
   static detail::PerDeviceCache merge_configured;
   detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));
