@@ -5,8 +5,14 @@
 //   S = Cs + Σ_u Q[:, 16u..] K[:, 16u..]^T   (64x64, 8 chained k16 steps, both operands in shared)
 //   O = Co + Σ_u P[:, 16u..] [V | 1][16u.., :] (64x136, 4 chained steps, P in registers)
 // and again with chains of mma.sync.m16n8k16 over the same k16 groups, on random bf16/fp16 inputs
-// with exponent spreads up to 2^±24 and zeros, and counts elements whose bit patterns differ.
-// Result on an H200 (2026-11-28): 0 of 5,120,000 elements differ, bf16 and fp16.
+// with exponent spreads up to 2^±24 and zeros, and counts elements whose bit patterns differ;
+// once with the operands in the kernel's no-swizzle core-matrix layout and once in the
+// 128-byte-swizzle layout a bulk tensor copy writes (wgmma.cuh: sw128_offset, wgmma_desc_sw128;
+// the ones column of V in a column block of its own), so a kernel can move to that layout knowing
+// its descriptors and that the arithmetic is unchanged.
+// Result on an H200 (2026-11-28): 0 of 5,120,000 elements differ, bf16 and fp16, in both layouts
+// (validation/experiments/2026-11-28-wgmma-sw128-probe.txt: V's lbo and sbo swapped give 3.48M
+// differing elements; descriptors without the swizzle bit fault).
 // Build: nvcc -std=c++20 -arch=sm_90a -I reference/include -I cuda/include cuda/lab/wgmma_probe.cu
 //        -o wgmma_probe && ./wgmma_probe     (exit status 1 on any mismatch)
 #include <cstdio>
@@ -20,6 +26,9 @@
 
 using namespace resa::cuda::detail;
 
+// Bytes past the last 1024-byte boundary of a shared-memory address.
+__device__ __forceinline__ uint32_t detail_align_bytes(const void* p) { return smem_addr(p) % 1024; }
+
 constexpr int kD = 128, kKeys = 64, kRows = 64, kOut = kD + 8;
 
 struct ProbeIn {
@@ -30,36 +39,61 @@ struct ProbeOut {
   float *s_wg, *o_wg, *s_mma, *o_mma;
 };
 
-template <class T>
+// Shared memory of the probe: Q and K tiles, V with its ones column, each 1024-byte aligned.
+constexpr int kVBlocks = (kOut + 63) / 64;  // the swizzled V's column blocks (the last holds the ones)
+constexpr int kSmemElems = kRows * kD + kKeys * kD + kKeys * kVBlocks * 64;
+constexpr int kSmemBytes = kSmemElems * 2 + 1024;  // + alignment slack
+
+// kSw128 = false: the kernel's no-swizzle core-matrix layout (wgmma.cuh core_offset); true: the
+// 128-byte-swizzle layout of a bulk tensor copy (sw128_offset), K-major Q and K, MN-major V.
+template <class T, bool kSw128>
 __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t one_pair) {
-  extern __shared__ __align__(128) uint16_t smem[];
+  extern __shared__ __align__(128) uint16_t smem_raw[];
+  uint16_t* smem = smem_raw + (1024 - detail_align_bytes(smem_raw)) % 1024 / 2;
   uint16_t *qs = smem, *ks = qs + kRows * kD, *vs = ks + kKeys * kD;
   const int t = threadIdx.x, warp = t / 32, lane = t % 32, gid = lane / 4, tq = lane % 4;
+  const uint16_t one = static_cast<uint16_t>(one_pair & 0xffffu);
   for (int i = t; i < kRows * kD; i += 128) {
-    qs[core_offset(i / kD, i % kD, kD / 8)] = in.q[i];
-    ks[core_offset(i / kD, i % kD, kD / 8)] = in.k[i];
+    const int row = i / kD, col = i % kD;
+    qs[kSw128 ? sw128_offset(row, col, kRows) : core_offset(row, col, kD / 8)] = in.q[i];
+    ks[kSw128 ? sw128_offset(row, col, kKeys) : core_offset(row, col, kD / 8)] = in.k[i];
   }
-  for (int i = t; i < kKeys * kOut; i += 128) {
-    const int key = i / kOut, c = i % kOut;
-    vs[core_offset(key, c, kOut / 8)] = c < kD ? in.v[key * kD + c] : static_cast<uint16_t>(one_pair & 0xffffu);
+  if constexpr (kSw128) {
+    for (int i = t; i < kKeys * kVBlocks * 64; i += 128) {  // the ones block: ones in its first 8 columns
+      const int key = i / (kVBlocks * 64), c = i % (kVBlocks * 64);
+      vs[sw128_offset(key, c, kKeys)] = c < kD ? in.v[key * kD + c] : c < kOut ? one : 0;
+    }
+  } else {
+    for (int i = t; i < kKeys * kOut; i += 128) {
+      const int key = i / kOut, c = i % kOut;
+      vs[core_offset(key, c, kOut / 8)] = c < kD ? in.v[key * kD + c] : one;
+    }
   }
   fence_proxy_async();
   __syncthreads();
   const int r0 = 16 * warp + gid, r1 = r0 + 8;
 
   // S by wgmma.
-  // K-major Q and K: the next 8-element chunk of d is the next core matrix (128 bytes), the next
-  // 8 rows are 16 chunks on. MN-major V: the next 8 keys are 17 chunks on, the next 8 columns 128.
-  const uint32_t qk_lbo = 128, qk_sbo = kD / 8 * 128, v_lbo = kOut / 8 * 128, v_sbo = 128;
+  // No swizzle: K-major Q and K: the next 8-element chunk of d is the next core matrix (128
+  // bytes), the next 8 rows are 16 chunks on. MN-major V: the next 8 keys are 17 chunks on, the
+  // next 8 columns 128.
+  // 128-byte swizzle: Q and K: 8-row groups 1024 bytes apart, a k16 step 32 bytes into a column
+  // block of 64; V: 8-key groups 1024 bytes apart, column blocks 64 keys x 128 bytes apart.
+  auto qk_desc = [&](const uint16_t* tile, int rows, int u) {
+    return kSw128 ? wgmma_desc_sw128(tile + sw128_offset(0, 64 * (u / 4), rows) + 16 * (u % 4), 16, 1024)
+                  : wgmma_desc(tile + core_offset(0, 16 * u, kD / 8), 128, kD / 8 * 128);
+  };
+  auto v_desc = [&](int u) {
+    return kSw128 ? wgmma_desc_sw128(vs + sw128_offset(16 * u, 0, kKeys), kKeys * 128, 1024)
+                  : wgmma_desc(vs + core_offset(16 * u, 0, kOut / 8), kOut / 8 * 128, 128);
+  };
   float s[8][4];
   for (int j = 0; j < 8; ++j)
     for (int e = 0; e < 4; ++e) s[j][e] = in.cs[(e < 2 ? r0 : r1) * kKeys + 8 * j + 2 * tq + e % 2];
   fence_fragments(s);
   wgmma_fence();
 #pragma unroll
-  for (int u = 0; u < kD / 16; ++u)
-    wgmma_ss_n64<T>(s, wgmma_desc(qs + core_offset(0, 16 * u, kD / 8), qk_lbo, qk_sbo),
-                    wgmma_desc(ks + core_offset(0, 16 * u, kD / 8), qk_lbo, qk_sbo));
+  for (int u = 0; u < kD / 16; ++u) wgmma_ss_n64<T>(s, qk_desc(qs, kRows, u), qk_desc(ks, kKeys, u));
   wgmma_commit();
   wgmma_wait_all();
   fence_fragments(s);
@@ -94,8 +128,7 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
   fence_fragments(o);
   wgmma_fence();
 #pragma unroll
-  for (int u = 0; u < 4; ++u)
-    wgmma_rs_pv<T>(o, pa[u], wgmma_desc(vs + core_offset(16 * u, 0, kOut / 8), v_lbo, v_sbo));
+  for (int u = 0; u < 4; ++u) wgmma_rs_pv<T>(o, pa[u], v_desc(u));
   wgmma_commit();
   wgmma_wait_all();
   fence_fragments(o);
@@ -119,7 +152,7 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
   }
 }
 
-template <class T>
+template <class T, bool kSw128>
 long run(bool fp16, int trials, long& total) {
   std::mt19937_64 rng(777);
   std::vector<uint16_t> q(kRows * kD), k(kKeys * kD), p(kRows * kKeys), v(kKeys * kD);
@@ -159,9 +192,8 @@ long run(bool fp16, int trials, long& total) {
     CHECK(cudaMemcpy(dco, co.data(), co.size() * 4, cudaMemcpyHostToDevice));
     const ProbeIn in{dq, dk, dp, dv, dcs, dco};
     const ProbeOut out{res, res + ns, res + ns + no, res + 2 * ns + no};
-    constexpr int kSmem = (kRows * kD + kKeys * kD + kKeys * kOut) * 2;
-    CHECK(cudaFuncSetAttribute(probe<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    probe<T><<<1, 128, kSmem>>>(in, out, MmaTraits<T>::kOnePair);
+    CHECK(cudaFuncSetAttribute(probe<T, kSw128>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    probe<T, kSw128><<<1, 128, kSmemBytes>>>(in, out, MmaTraits<T>::kOnePair);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(h.data(), res, h.size() * 4, cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < ns; ++i) bad += std::memcmp(&h[i], &h[ns + no + i], 4) != 0;
@@ -177,11 +209,14 @@ int main() {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("wgmma_probe on %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   int rc = 0;
-  for (int fp16 = 0; fp16 < 2; ++fp16) {
-    long total = 0;
-    const long bad = fp16 ? run<resa::fp16>(true, 400, total) : run<resa::bf16>(false, 400, total);
-    std::printf("%s: %ld of %ld elements differ from the mma.sync chain\n", fp16 ? "fp16" : "bf16", bad, total);
-    if (bad != 0) rc = 1;
-  }
+  for (int sw128 = 0; sw128 < 2; ++sw128)
+    for (int fp16 = 0; fp16 < 2; ++fp16) {
+      long total = 0;
+      const long bad = sw128 ? (fp16 ? run<resa::fp16, true>(true, 400, total) : run<resa::bf16, true>(false, 400, total))
+                             : (fp16 ? run<resa::fp16, false>(true, 400, total) : run<resa::bf16, false>(false, 400, total));
+      std::printf("%s, %s layout: %ld of %ld elements differ from the mma.sync chain\n", fp16 ? "fp16" : "bf16",
+                  sw128 ? "128-byte-swizzle" : "core-matrix", bad, total);
+      if (bad != 0) rc = 1;
+    }
   return rc;
 }

@@ -1,5 +1,6 @@
 // cuda/src/wgmma.cuh — Hopper warpgroup MMA (wgmma.mma_async, sm_90a) building blocks: shared
-// memory tiles in the no-swizzle core-matrix layout, their matrix descriptors, and the two
+// memory tiles in the no-swizzle core-matrix layout (the kernel's) and the 128-byte-swizzle
+// layout (probed for a bulk-tensor-copy loader), their matrix descriptors, and the two
 // instruction shapes the rectification kernel issues:
 //
 //   wgmma_ss_n64   S[64x64] += A[64x16] (shared, K-major) * B[16x64] (shared, K-major: B^T rows)
@@ -33,6 +34,26 @@ __device__ __forceinline__ uint64_t wgmma_desc(const void* p, uint32_t lbo, uint
   const uint64_t a = smem_addr(p);
   return ((a & 0x3FFFFu) >> 4) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFFu) << 16) |
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFFu) << 32);
+}
+
+// The 128-byte-swizzle layout (what the bulk tensor copy writes with CU_TENSOR_MAP_SWIZZLE_128B
+// and a box 64 elements wide): a tile of rows x (blocks * 64) 16-bit elements as `blocks` column
+// blocks of rows x 64, each row of a block 128 contiguous bytes whose 16-byte chunk c sits at
+// chunk position c ^ (row % 8). A block must start on a 1024-byte boundary (the swizzle is a
+// function of the address bits). Element offset:
+__host__ __device__ constexpr int sw128_offset(int row, int col, int rows) {
+  return (col >> 6) * rows * 64 + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) + (col & 7);
+}
+
+// Matrix descriptor for a 128-byte-swizzle operand starting at p (PTX ISA, "Matrix Descriptor
+// Format": layout type 1 in bits 62-63, base offset 0). K-major (Q, K: rows along M or N, the
+// block's 64 elements along K): sbo = 1024, the bytes between 8-row groups; lbo is not used; a
+// k16 step inside a block is 32 bytes on (the hardware swizzles the computed address, so a start
+// 32 or 64 bytes into the atom reads chunks 2u, 2u + 1 of each row). MN-major (V for P·V: keys
+// along K, a block's 64 columns along N): sbo = 1024, the bytes between 8-key groups, and lbo =
+// the bytes between column blocks. cuda/lab/wgmma_probe.cu checks both bit for bit.
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(const void* p, uint32_t lbo, uint32_t sbo) {
+  return wgmma_desc(p, lbo, sbo) | (1ull << 62);
 }
 
 // The descriptor of the operand `bytes` further on (a multiple of 16) in the same layout: the
