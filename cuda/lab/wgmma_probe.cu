@@ -6,20 +6,26 @@
 //   O = Co + Σ_u P[:, 16u..] [V | 1][16u.., :] (64x136, 4 chained steps, P in registers)
 // and again with chains of mma.sync.m16n8k16 over the same k16 groups, on random bf16/fp16 inputs
 // with exponent spreads up to 2^±24 and zeros, and counts elements whose bit patterns differ;
-// once with the operands in the kernel's no-swizzle core-matrix layout and once in the
-// 128-byte-swizzle layout a bulk tensor copy writes (wgmma.cuh: sw128_offset, wgmma_desc_sw128;
-// the ones column of V in a column block of its own), so a kernel can move to that layout knowing
-// its descriptors and that the arithmetic is unchanged.
-// Result on an H200 (2026-11-28): 0 of 5,120,000 elements differ, bf16 and fp16, in both layouts
-// (validation/experiments/2026-11-28-wgmma-sw128-probe.txt: V's lbo and sbo swapped give 3.48M
-// differing elements; descriptors without the swizzle bit fault).
-// Build: nvcc -std=c++20 -arch=sm_90a -I reference/include -I cuda/include cuda/lab/wgmma_probe.cu
-//        -o wgmma_probe && ./wgmma_probe     (exit status 1 on any mismatch)
+// in three layouts of the operands: the kernel's no-swizzle core-matrix layout; the
+// 128-byte-swizzle layout (wgmma.cuh: sw128_offset, wgmma_desc_sw128; the ones column of V in a
+// column block of its own) written by the threads; and the same layout written by the bulk
+// tensor copy engine from a tensor map (CU_TENSOR_MAP_SWIZZLE_128B, boxes of 64 x 64 elements,
+// completion on an mbarrier). So a kernel can move its loader to the copy engine knowing the
+// layout, the descriptors, and that the arithmetic is unchanged.
+// Result on an H200 (2026-11-28): 0 of 5,120,000 elements differ, bf16 and fp16, in all three
+// layouts (validation/experiments/2026-11-28-wgmma-sw128-probe.txt, with mutations that the
+// probe catches: V's lbo and sbo swapped, 3.48M differ; tensor maps without the swizzle, 4.8M
+// differ; descriptors without the swizzle bit fault).
+// Build: the CMake target wgmma_probe (CUDA architecture 90a); run it: exit status 1 on any
+// mismatch. scripts/gpu_validate.sh's probe stage builds and runs it.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
+
+#include <cuda.h>          // CUtensorMap
+#include <cudaTypedefs.h>  // the encoder's function type (the function itself comes from the runtime)
 
 #include "../src/wgmma.cuh"
 #include "lab_check.h"
@@ -44,26 +50,68 @@ constexpr int kVBlocks = (kOut + 63) / 64;  // the swizzled V's column blocks (t
 constexpr int kSmemElems = kRows * kD + kKeys * kD + kKeys * kVBlocks * 64;
 constexpr int kSmemBytes = kSmemElems * 2 + 1024;  // + alignment slack
 
-// kSw128 = false: the kernel's no-swizzle core-matrix layout (wgmma.cuh core_offset); true: the
-// 128-byte-swizzle layout of a bulk tensor copy (sw128_offset), K-major Q and K, MN-major V.
-template <class T, bool kSw128>
-__global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t one_pair) {
+// The three operand layouts probed: the kernel's no-swizzle core-matrix layout (wgmma.cuh
+// core_offset), and the 128-byte-swizzle layout (sw128_offset) written by the threads or by the
+// bulk tensor copy engine (cp.async.bulk.tensor with CU_TENSOR_MAP_SWIZZLE_128B, boxes of 64
+// elements x 64 rows, completion on an mbarrier); K-major Q and K, MN-major V.
+enum class Layout { CoreMatrix, Sw128, Sw128Copy };
+constexpr const char* layout_name(Layout l) {
+  return l == Layout::CoreMatrix ? "core-matrix" : l == Layout::Sw128 ? "128-byte-swizzle" : "128-byte-swizzle by tensor copy";
+}
+
+// The tensor maps of Q, K and V for Layout::Sw128Copy: [64 rows][128] 16-bit elements each.
+struct ProbeMaps {
+  CUtensorMap q, k, v;
+};
+
+template <class T, Layout kLayout>
+__global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t one_pair,
+                                             const __grid_constant__ ProbeMaps maps) {
+  constexpr bool kSw128 = kLayout != Layout::CoreMatrix;
   extern __shared__ __align__(128) uint16_t smem_raw[];
+  __shared__ __align__(8) uint64_t loaded;  // the copy engine's mbarrier
   uint16_t* smem = smem_raw + (1024 - detail_align_bytes(smem_raw)) % 1024 / 2;
   uint16_t *qs = smem, *ks = qs + kRows * kD, *vs = ks + kKeys * kD;
   const int t = threadIdx.x, warp = t / 32, lane = t % 32, gid = lane / 4, tq = lane % 4;
   const uint16_t one = static_cast<uint16_t>(one_pair & 0xffffu);
-  for (int i = t; i < kRows * kD; i += 128) {
-    const int row = i / kD, col = i % kD;
-    qs[kSw128 ? sw128_offset(row, col, kRows) : core_offset(row, col, kD / 8)] = in.q[i];
-    ks[kSw128 ? sw128_offset(row, col, kKeys) : core_offset(row, col, kD / 8)] = in.k[i];
-  }
-  if constexpr (kSw128) {
+  if constexpr (kLayout == Layout::Sw128Copy) {
+    // Six boxes of 64 x 64 elements (8 KB each): column blocks 0 and 1 of Q, K and V.
+    const uint32_t bar = smem_addr(&loaded);
+    if (t == 0) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(6 * 8192));
+      const CUtensorMap* const tile_maps[3] = {&maps.q, &maps.k, &maps.v};
+      uint16_t* const dsts[3] = {qs, ks, vs};
+      for (int m = 0; m < 3; ++m)
+        for (int block = 0; block < 2; ++block)
+          asm volatile(
+              "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+              "[%4];\n" ::"r"(smem_addr(dsts[m] + block * 64 * 64)),
+              "l"(reinterpret_cast<uint64_t>(tile_maps[m])), "r"(64 * block), "r"(0), "r"(bar)
+              : "memory");
+    }
+    for (int i = t; i < kKeys * 64; i += 128)  // the ones block: ones in its first 8 columns
+      vs[sw128_offset(i / 64, kD + i % 64, kKeys)] = i % 64 < kOut - kD ? one : 0;
+    __syncthreads();  // the barrier is initialized before anyone waits on it
+    asm volatile(
+        "{\n.reg .pred done;\nwait_loaded:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n@!done bra wait_loaded;\n}\n" ::"r"(bar)
+        : "memory");
+  } else if constexpr (kSw128) {
+    for (int i = t; i < kRows * kD; i += 128) {
+      qs[sw128_offset(i / kD, i % kD, kRows)] = in.q[i];
+      ks[sw128_offset(i / kD, i % kD, kKeys)] = in.k[i];
+    }
     for (int i = t; i < kKeys * kVBlocks * 64; i += 128) {  // the ones block: ones in its first 8 columns
       const int key = i / (kVBlocks * 64), c = i % (kVBlocks * 64);
       vs[sw128_offset(key, c, kKeys)] = c < kD ? in.v[key * kD + c] : c < kOut ? one : 0;
     }
   } else {
+    for (int i = t; i < kRows * kD; i += 128) {
+      qs[core_offset(i / kD, i % kD, kD / 8)] = in.q[i];
+      ks[core_offset(i / kD, i % kD, kD / 8)] = in.k[i];
+    }
     for (int i = t; i < kKeys * kOut; i += 128) {
       const int key = i / kOut, c = i % kOut;
       vs[core_offset(key, c, kOut / 8)] = c < kD ? in.v[key * kD + c] : one;
@@ -152,7 +200,31 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
   }
 }
 
-template <class T, bool kSw128>
+// A [64][128] 16-bit row-major tensor as 64 x 64 boxes in the 128-byte swizzle.
+CUtensorMap tile_map(const uint16_t* base) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || !fn) {
+      std::fprintf(stderr, "wgmma_probe: the driver has no cuTensorMapEncodeTiled\n");
+      std::exit(1);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {kD, 64}, strides[1] = {kD * 2};
+  const cuuint32_t box[2] = {64, 64}, element_strides[2] = {1, 1};
+  if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<uint16_t*>(base), dims, strides, box, element_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    std::fprintf(stderr, "wgmma_probe: cuTensorMapEncodeTiled failed\n");
+    std::exit(1);
+  }
+  return map;
+}
+
+template <class T, Layout kLayout>
 long run(bool fp16, int trials, long& total) {
   std::mt19937_64 rng(777);
   std::vector<uint16_t> q(kRows * kD), k(kKeys * kD), p(kRows * kKeys), v(kKeys * kD);
@@ -192,8 +264,9 @@ long run(bool fp16, int trials, long& total) {
     CHECK(cudaMemcpy(dco, co.data(), co.size() * 4, cudaMemcpyHostToDevice));
     const ProbeIn in{dq, dk, dp, dv, dcs, dco};
     const ProbeOut out{res, res + ns, res + ns + no, res + 2 * ns + no};
-    CHECK(cudaFuncSetAttribute(probe<T, kSw128>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-    probe<T, kSw128><<<1, 128, kSmemBytes>>>(in, out, MmaTraits<T>::kOnePair);
+    const ProbeMaps maps{tile_map(dq), tile_map(dk), tile_map(dv)};
+    CHECK(cudaFuncSetAttribute(probe<T, kLayout>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    probe<T, kLayout><<<1, 128, kSmemBytes>>>(in, out, MmaTraits<T>::kOnePair, maps);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(h.data(), res, h.size() * 4, cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < ns; ++i) bad += std::memcmp(&h[i], &h[ns + no + i], 4) != 0;
@@ -204,19 +277,24 @@ long run(bool fp16, int trials, long& total) {
   return bad;
 }
 
+// Both storage types in one layout; prints the counts and returns whether none differ.
+template <Layout kLayout>
+bool check() {
+  bool ok = true;
+  for (const bool fp16 : {false, true}) {
+    long total = 0;
+    const long bad = fp16 ? run<resa::fp16, kLayout>(true, 400, total) : run<resa::bf16, kLayout>(false, 400, total);
+    std::printf("%s, %s layout: %ld of %ld elements differ from the mma.sync chain\n", fp16 ? "fp16" : "bf16",
+                layout_name(kLayout), bad, total);
+    ok = ok && bad == 0;
+  }
+  return ok;
+}
+
 int main() {
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("wgmma_probe on %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  int rc = 0;
-  for (int sw128 = 0; sw128 < 2; ++sw128)
-    for (int fp16 = 0; fp16 < 2; ++fp16) {
-      long total = 0;
-      const long bad = sw128 ? (fp16 ? run<resa::fp16, true>(true, 400, total) : run<resa::bf16, true>(false, 400, total))
-                             : (fp16 ? run<resa::fp16, false>(true, 400, total) : run<resa::bf16, false>(false, 400, total));
-      std::printf("%s, %s layout: %ld of %ld elements differ from the mma.sync chain\n", fp16 ? "fp16" : "bf16",
-                  sw128 ? "128-byte-swizzle" : "core-matrix", bad, total);
-      if (bad != 0) rc = 1;
-    }
-  return rc;
+  const bool ok = check<Layout::CoreMatrix>() & check<Layout::Sw128>() & check<Layout::Sw128Copy>();
+  return ok ? 0 : 1;
 }
