@@ -9,7 +9,8 @@
 # temperature hits both alike; each row's median over the runs is printed for A and B with B/A.
 # AB_B_ENVS="K=1 K=2 K=4" runs B once under each of those environment settings (a parameter the
 # B code reads with getenv while it is tried: A B1 B2 B3 A B1 ...), a column each.
-# AB_B_OVERLAY=DIR makes B the tree with the files under DIR copied over it (same relative paths),
+# AB_B_OVERLAY=DIR makes B the tree with the files under DIR copied over it (same relative paths;
+# the copy is build/ab-b-src, made afresh each call),
 # without -DRESA_AB_B: for a change too wide for an #ifdef, B is the files as they were, e.g.
 #   mkdir -p ab-overlay && git archive HEAD cuda/src | tar -x -C ab-overlay   (here, before the
 #   device call: the overlay travels as an untracked folder; delete it afterwards)
@@ -25,9 +26,10 @@ export PATH=/usr/local/cuda/bin:$PATH
 [ $# -ge 1 ] || { echo "usage: ab_bench.sh \"BENCH_GPU_OPTIONS\"..." >&2; exit 2; }
 : >"$OUT/ab.log"
 overlay=${AB_B_OVERLAY:-}
-if [ -n "$overlay" ]; then  # B's sources: a copy of the tree with the overlay's files over it
+b_src=build/ab-b-src  # B's sources with an overlay: a copy of the tree with the overlay's files over it
+if [ -n "$overlay" ]; then
   [ -d "$overlay" ] || { echo "ab_bench.sh: AB_B_OVERLAY=$overlay is not a folder" >&2; exit 2; }
-  b_src=$(mktemp -d)
+  rm -rf "$b_src" && mkdir -p "$b_src"
   if ! { tar -c --exclude=./build --exclude=./.git --exclude=./results --exclude=./data --exclude=./gpu-out . |
       tar -x -C "$b_src" && cp -r "$overlay"/. "$b_src"/; }; then
     echo "ab_bench.sh: could not make B's tree from the overlay $overlay" >&2
@@ -38,6 +40,12 @@ for variant in a b; do
   flags="" src=.
   if [ $variant = b ]; then
     if [ -n "$overlay" ]; then src=$b_src; else flags="-DRESA_AB_B"; fi
+  fi
+  # A build folder configured from another source folder (B with and without an overlay) is
+  # started afresh: CMake refuses to reuse it.
+  cache=build/ab-$variant/CMakeCache.txt
+  if [ -f "$cache" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$(cd "$src" && pwd)" "$cache"; then
+    rm -rf "build/ab-$variant"
   fi
   if ! { cmake -S "$src" -B build/ab-$variant -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DCMAKE_CUDA_FLAGS="$flags" >>"$OUT/ab.log" 2>&1 &&
