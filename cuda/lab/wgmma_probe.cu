@@ -24,16 +24,13 @@
 #include <random>
 #include <vector>
 
-#include <cuda.h>          // CUtensorMap
-#include <cudaTypedefs.h>  // the encoder's function type (the function itself comes from the runtime)
-
 #include "../src/wgmma.cuh"
 #include "lab_check.h"
 
 using namespace resa::cuda::detail;
 
 // Bytes past the last 1024-byte boundary of a shared-memory address.
-__device__ __forceinline__ uint32_t detail_align_bytes(const void* p) { return smem_addr(p) % 1024; }
+__device__ __forceinline__ uint32_t offset_past_1024(const void* p) { return smem_addr(p) % 1024; }
 
 constexpr int kD = 128, kKeys = 64, kRows = 64, kOut = kD + 8;
 
@@ -70,7 +67,7 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
   constexpr bool kSw128 = kLayout != Layout::CoreMatrix;
   extern __shared__ __align__(128) uint16_t smem_raw[];
   __shared__ __align__(8) uint64_t loaded;  // the copy engine's mbarrier
-  uint16_t* smem = smem_raw + (1024 - detail_align_bytes(smem_raw)) % 1024 / 2;
+  uint16_t* smem = smem_raw + (1024 - offset_past_1024(smem_raw)) % 1024 / 2;
   uint16_t *qs = smem, *ks = qs + kRows * kD, *vs = ks + kKeys * kD;
   const int t = threadIdx.x, warp = t / 32, lane = t % 32, gid = lane / 4, tq = lane % 4;
   const uint16_t one = static_cast<uint16_t>(one_pair & 0xffffu);
@@ -202,26 +199,8 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
 
 // A [64][128] 16-bit row-major tensor as 64 x 64 boxes in the 128-byte swizzle.
 CUtensorMap tile_map(const uint16_t* base) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
-    if (found != cudaDriverEntryPointSuccess || !fn) {
-      std::fprintf(stderr, "wgmma_probe: the driver has no cuTensorMapEncodeTiled\n");
-      std::exit(1);
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  CUtensorMap map;
   const cuuint64_t dims[2] = {kD, 64}, strides[1] = {kD * 2};
-  const cuuint32_t box[2] = {64, 64}, element_strides[2] = {1, 1};
-  if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<uint16_t*>(base), dims, strides, box, element_strides,
-             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
-    std::fprintf(stderr, "wgmma_probe: cuTensorMapEncodeTiled failed\n");
-    std::exit(1);
-  }
-  return map;
+  return sw128_tensor_map<2>(base, dims, strides, 64, CU_TENSOR_MAP_L2_PROMOTION_NONE, "wgmma_probe");
 }
 
 template <class T, Layout kLayout>

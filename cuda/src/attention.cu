@@ -9,8 +9,10 @@
 //     (rounded to the KV dtype) times V and times a ones column (the row sum l) are chains over
 //     the tile's four k16 key groups.
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
-//     (rectification, prefill chunks): the same arithmetic with Hopper wgmma, up to 256 rows per
-//     CTA. Rows whose causal limit lies before a tile keep their state exactly.
+//     (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper wgmma,
+//     up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle that the
+//     bulk tensor copy engine fills. Rows whose causal limit lies before a tile keep their state
+//     exactly.
 //   attention_merge_kernel  grid (row, KV head, sequence), one warp per 32 columns; folds a row's
 //     split partials left to right with the shared merge rule and writes acc / l.
 //
@@ -54,15 +56,22 @@ constexpr size_t decode_stage_bytes() {
   return 2 /*K,V*/ * kKeyTile * D * sizeof(uint16_t);
 }
 
-// One K/V stage of the wgmma kernel, in the core-matrix layout of wgmma.cuh (its slow path reads
-// it with ldmatrix too): K as [64 keys][D], then V as [64 keys][D + 8] whose last 16-byte chunk
-// holds ones (the row-sum column).
+// One K/V stage of the wgmma kernel, in the 128-byte-swizzle layout of wgmma.cuh (sw128_offset)
+// that the bulk tensor copy writes: K as D / 64 column blocks of [64 keys][64], then V likewise
+// and one more block whose first 8 columns hold ones (the row-sum column; written once, never
+// copied over). Each block is 8 KB and 1024-byte aligned. The slow path reads V with ldmatrix.
 template <int D>
 struct KvStage {
-  static constexpr int kKChunks = D / 8;
-  static constexpr int kVChunks = D / 8 + 1;
-  static constexpr int kK = kKeyTile * D;
-  static constexpr int kElems = kK + kKeyTile * kVChunks * 8;
+  static constexpr int kKChunks = D / 8;  // Q's core-matrix layout
+  static constexpr int kBlocks = D / 64;
+  static constexpr int kBlockElems = kKeyTile * 64;
+  static constexpr int kK = kBlocks * kBlockElems;
+  static constexpr int kElems = kK + (kBlocks + 1) * kBlockElems;
+};
+// The bulk tensor copy's view of the cache: K and V as [batch * KV heads][capacity][D], boxes of
+// 64 keys x 64 columns in the 128-byte swizzle.
+struct KvMaps {
+  CUtensorMap k, v;
 };
 
 // Cache position of key idx of a block-sparse KV list: the list's key idx lies in its entry
@@ -81,52 +90,32 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
   return (nb - 1) * p.block_size + (L - last * p.block_size);
 }
 
-// The keys one CTA reduces: split `split` of the KV list of (sequence b, KV head kvh), in 64-key
-// tiles, and the cp.async loader of one tile into a KvStage (keys past the split read as zeros).
-// Only integers are kept; the loader takes its pointers from the kernel parameters at each call
-// (constant memory), which keeps registers free in the kernel's main loop.
+// The keys one CTA reduces: split `split` of the causal KV list of (sequence b, KV head kvh), in
+// 64-key tiles, and the loader of one tile into a KvStage. (Gathered keys never reach the wgmma
+// kernel: block-sparse attention has n_new = 1 and groups are at most 8, so its rows fit the
+// decode kernel; launch() checks.)
 template <class T, int D>
 struct SplitKeys {
-  int begin, end, n_tiles, b, kvh;
-  bool causal;
+  int begin, end, n_tiles, slot;
 
-  __device__ SplitKeys(const AttentionParams<T>& p, int b_, int kvh_, int n_keys, int split)
+  __device__ SplitKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int split)
       : begin(split * p.schedule.split_len), end(min(begin + p.schedule.split_len, n_keys)),
-        n_tiles((end - begin + kKeyTile - 1) / kKeyTile), b(b_), kvh(kvh_), causal(p.gather == KeyGather::Causal) {}
-  // Issues tile `tile` into `stage` and commits one cp.async group (an empty one past the last
-  // tile, so wait counts stay uniform). Chunk c of a tile is 16-byte part c / 8 % kKChunks of key
-  // c / (8 kKChunks) * 8 + c % 8, so consecutive threads fill consecutive chunks of a core matrix.
-  // Thread t takes chunks t, t + blockDim.x, ...; blockDim.x is a multiple of 8 kKChunks (a
-  // multiple of 128 threads), so its part stays fixed and its key and shared-memory destinations
-  // advance by constants.
-  __device__ void load(const AttentionParams<T>& p, uint16_t* stage, int tile) const {
+        n_tiles((end - begin + kKeyTile - 1) / kKeyTile), slot(b * p.kv.n_kv_heads + kvh) {}
+  // Thread 0 issues tile `tile` (nothing past the last) into `stage` by the bulk tensor copy
+  // engine: K's and V's column blocks, completing on the stage's mbarrier `full`, armed with their
+  // bytes. Keys past the cache's capacity read as zeros; keys past the split's end are real cache
+  // contents, which the kernel clears from V (K's scores there are masked).
+  __device__ void load(const KvMaps& maps, uint16_t* stage, uint32_t full, int tile) const {
     using St = KvStage<D>;
-    if (tile < n_tiles) {
-      const int slot = b * p.kv.n_kv_heads + kvh;
-      const size_t head_base = static_cast<size_t>(slot) * p.kv.capacity * D;
-      const uint16_t* k = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base;
-      const uint16_t* v = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base;
-      const int32_t* block_list = causal ? nullptr : p.blocks + static_cast<size_t>(slot) * p.max_selected;
-      const int t0 = begin + tile * kKeyTile;
-      const unsigned tid = threadIdx.x;
-      const unsigned part = tid / 8 % St::kKChunks;
-      const unsigned key_step = blockDim.x / St::kKChunks;
-      const unsigned key0 = tid / (8 * St::kKChunks) * 8 + tid % 8;
-      const uint32_t base = detail::smem_addr(stage);
-      uint32_t k_dst = base + 2 * detail::core_offset(key0, 8 * part, St::kKChunks);
-      uint32_t v_dst = base + 2 * (St::kK + detail::core_offset(key0, 8 * part, St::kVChunks));
-      const uint32_t k_dst_step = key_step / 8 * St::kKChunks * 128, v_dst_step = key_step / 8 * St::kVChunks * 128;
-      for (unsigned key = key0; key < kKeyTile; key += key_step, k_dst += k_dst_step, v_dst += v_dst_step) {
-        const int idx = t0 + static_cast<int>(key);
-        const bool valid = idx < end;
-        int pos = 0;
-        if (valid) pos = causal ? idx : gathered_key_position(block_list[idx / p.block_size], idx, p.block_size);
-        const size_t off = static_cast<size_t>(pos) * D + part * 8;
-        detail::cp_async_16(k_dst, k + off, valid ? 16 : 0);
-        detail::cp_async_16(v_dst, v + off, valid ? 16 : 0);
-      }
+    if (tile >= n_tiles || threadIdx.x != 0) return;
+    const int t0 = begin + tile * kKeyTile;
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(full),
+                 "r"(2 * St::kBlocks * St::kBlockElems * 2));
+#pragma unroll
+    for (int blk = 0; blk < St::kBlocks; ++blk) {
+      detail::tma_load_3d(stage + blk * St::kBlockElems, &maps.k, 64 * blk, t0, slot, full);
+      detail::tma_load_3d(stage + St::kK + blk * St::kBlockElems, &maps.v, 64 * blk, t0, slot, full);
     }
-    detail::cp_async_commit();
   }
 };
 
@@ -142,7 +131,7 @@ __device__ __forceinline__ void pv_ntile_pair(float (&acc0)[4], float (&acc1)[4]
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
     uint32_t vb[4];
-    detail::ldmatrix_x4_trans(vb, vs + detail::core_offset(16 * u + 8 * (mi % 2) + r, 8 * (j + mi / 2), KvStage<D>::kVChunks));
+    detail::ldmatrix_x4_trans(vb, vs + detail::sw128_offset(16 * u + 8 * (mi % 2) + r, 8 * (j + mi / 2), kKeyTile));
     mma_16816<T>(acc0, pa[u], vb[0], vb[1]);
     mma_16816<T>(acc1, pa[u], vb[2], vb[3]);
   }
@@ -191,7 +180,8 @@ constexpr int kStages = 3;  // K/V tiles in flight per CTA
 
 template <int D>
 size_t wgmma_smem_bytes(int warpgroups) {
-  return (kStages * KvStage<D>::kElems + static_cast<size_t>(warpgroups) * kWgRows * D) * sizeof(uint16_t);
+  return (kStages * KvStage<D>::kElems + static_cast<size_t>(warpgroups) * kWgRows * D) * sizeof(uint16_t) +
+         1024;  // the stages start on a 1024-byte boundary
 }
 
 // kWarpgroupsBound: the most warpgroups the instance is launched with; it sets the register
@@ -199,11 +189,14 @@ size_t wgmma_smem_bytes(int warpgroups) {
 // the softmax runs without spills and with more exps in flight).
 template <class T, int D, int kWarpgroupsBound>
 __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
-    attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups) {
+    attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups,
+                                 const __grid_constant__ KvMaps maps) {
   using St = KvStage<D>;
-  extern __shared__ __align__(16) uint16_t smem[];
+  extern __shared__ __align__(1024) uint16_t smem_raw[];
+  __shared__ __align__(8) uint64_t stage_full[kStages];  // the copy engine's completion, per stage
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
   detail::wait_for_previous_grid();
+  uint16_t* smem = smem_raw + (1024 - detail::smem_addr(smem_raw) % 1024) % 1024 / 2;
   uint16_t* stages = smem;                          // kStages x KvStage
   uint16_t* qs = smem + kStages * St::kElems;       // [warpgroups * 64][D], core-matrix layout
   const int split = blockIdx.x / row_groups, row_group = blockIdx.x % row_groups;
@@ -214,7 +207,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   if (split * p.schedule.split_len >= n_keys) return;
   const SplitKeys<T, D> keys(p, b, kvh, n_keys, split);
   // Causal limit (keys) of a row; rows are ordered by token, so limits grow with the row.
-  auto limit_of = [&](int r) { return keys.causal ? L - p.n_new + r / g + 1 : n_keys; };
+  auto limit_of = [&](int r) { return L - p.n_new + r / g + 1; };
 
   const int cta_row0 = row_group * kMaxWarpgroups * kWgRows;
   const int cta_rows = blockDim.x / 128 * kWgRows;
@@ -240,12 +233,20 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     detail::cp_async_16(qs + detail::core_offset(row, 8 * part, St::kKChunks), qbase + off + part * 8,
                         valid ? 16 : 0);
   }
+  detail::cp_async_commit();
   const uint16_t one = static_cast<uint16_t>(detail::MmaTraits<T>::kOnePair & 0xffffu);
-  for (int i = threadIdx.x; i < kStages * kKeyTile * 8; i += blockDim.x) {
-    const int stage = i / (kKeyTile * 8), key = i / 8 % kKeyTile;
-    stages[stage * St::kElems + St::kK + detail::core_offset(key, D + i % 8, St::kVChunks)] = one;
+  for (int i = threadIdx.x; i < kStages * St::kBlockElems; i += blockDim.x) {  // V's ones block
+    const int stage = i / St::kBlockElems, key = i / 64 % kKeyTile, c = i % 64;
+    stages[stage * St::kElems + St::kK + detail::sw128_offset(key, D + c, kKeyTile)] = c < 8 ? one : uint16_t{0};
   }
-  for (int t = 0; t < kStages - 1; ++t) keys.load(p, stages + t * St::kElems, t);
+  const uint32_t full0 = detail::smem_addr(&stage_full[0]);
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(full0 + 8 * st));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the barriers are initialized before the copies arrive on them
+  for (int t = 0; t < kStages - 1; ++t) keys.load(maps, stages + t * St::kElems, full0 + 8 * t, t);
+  detail::cp_async_wait<0>();  // Q
 
   int row[2], limit[2];
   bool row_valid[2];
@@ -260,25 +261,41 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   for (int j = 0; j <= D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   // Matrix descriptors: Q of this warpgroup and K, V of stage 0; a k16 step, a 16-key group of V
   // and a stage are constant byte offsets from these.
-  constexpr uint32_t k_sbo = St::kKChunks * 128, v_lbo = St::kVChunks * 128;
+  constexpr uint32_t k_sbo = St::kKChunks * 128;
   constexpr uint32_t kStageBytes = St::kElems * sizeof(uint16_t);
-  constexpr uint32_t kK16Bytes = detail::core_offset(0, 16, St::kKChunks) * sizeof(uint16_t);
-  constexpr uint32_t kVGroupBytes = detail::core_offset(16, 0, St::kVChunks) * sizeof(uint16_t);
+  constexpr uint32_t kK16Bytes = detail::core_offset(0, 16, St::kKChunks) * sizeof(uint16_t);  // Q
+  constexpr uint32_t kVGroupBytes = 16 * 128;  // 16 keys of V's swizzled rows
+  // K's k16 step u: column block u / 4, 32 bytes per step inside it.
+  auto k_step_bytes = [](int u) { return static_cast<uint32_t>(u / 4 * St::kBlockElems * 2 + u % 4 * 32); };
   const uint64_t q_desc = detail::wgmma_desc(qs + detail::core_offset(wg * kWgRows, 0, St::kKChunks), 128, k_sbo);
-  const uint64_t k_desc0 = detail::wgmma_desc(stages, 128, k_sbo);
-  const uint64_t v_desc0 = detail::wgmma_desc(stages + St::kK, v_lbo, 128);
+  const uint64_t k_desc0 = detail::wgmma_desc_sw128(stages, 16, 1024);
+  const uint64_t v_desc0 = detail::wgmma_desc_sw128(stages + St::kK, St::kBlockElems * 2, 1024);
 
   for (int tile = 0; tile < keys.n_tiles; ++tile) {
     // One barrier per tile: it publishes this tile's stage and also retires the stage read in the
     // previous iteration, which the load issued right after it refills.
-    detail::cp_async_wait<kStages - 2>();
+    const int stage = tile % kStages;
+    const int t0 = keys.begin + tile * kKeyTile;
+    {
+      const uint32_t full = full0 + 8 * stage, parity = tile / kStages % 2;
+      asm volatile(
+          "{\n.reg .pred done;\nwait_full:\n"
+          "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n@!done bra wait_full;\n}\n" ::"r"(full),
+          "r"(parity)
+          : "memory");
+    }
+    if (t0 + kKeyTile > keys.end) {  // the split's last tile: V of the keys past the end is zero
+      uint16_t* v_stage = stages + stage * St::kElems + St::kK;
+      const int n_past = t0 + kKeyTile - keys.end;
+      for (int i = threadIdx.x; i < n_past * D; i += blockDim.x)
+        v_stage[detail::sw128_offset(keys.end - t0 + i / D, i % D, kKeyTile)] = 0;
+    }
     detail::fence_proxy_async();
     __syncthreads();
-    keys.load(p, stages + (tile + kStages - 1) % kStages * St::kElems, tile + kStages - 1);
-    const int stage = tile % kStages;
+    keys.load(maps, stages + (tile + kStages - 1) % kStages * St::kElems, full0 + 8 * ((tile + kStages - 1) % kStages),
+              tile + kStages - 1);
     const uint16_t* ks = stages + stage * St::kElems;
     const uint16_t* vs = ks + St::kK;
-    const int t0 = keys.begin + tile * kKeyTile;
     if (wg_has_keys) {
       // Scores: 8 n-tiles of 8 keys, each a chain over d in k16 steps.
       float s[8][4];
@@ -289,7 +306,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 #pragma unroll
       for (int u = 0; u < D / 16; ++u)
         detail::wgmma_ss_n64<T>(s, detail::wgmma_desc_advance(q_desc, u * kK16Bytes),
-                                detail::wgmma_desc_advance(k_desc0, stage * kStageBytes + u * kK16Bytes));
+                                detail::wgmma_desc_advance(k_desc0, stage * kStageBytes + k_step_bytes(u)));
       detail::wgmma_commit();
       detail::wgmma_wait_all();
       detail::fence_fragments(s);
@@ -386,7 +403,6 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
       }
     }
   }
-  detail::cp_async_wait<0>();
   // Partials of rows that have keys in this split.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -861,6 +877,17 @@ void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_spl
     launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
 }
 
+// The tensor map of a K or V cache for the wgmma kernel's loader (KvMaps): [batch * hkv][capacity][D].
+template <class T, class Kv>
+CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(kv.head_dim), static_cast<cuuint64_t>(kv.capacity),
+                              static_cast<cuuint64_t>(kv.batch) * kv.n_kv_heads};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(kv.head_dim) * sizeof(T),
+                                 static_cast<cuuint64_t>(kv.capacity) * kv.head_dim * sizeof(T)};
+  return detail::sw128_tensor_map<3>(base, dims, strides, kKeyTile, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                             "cuda::attention (the KV cache's tensor map)");
+}
+
 template <class T, int D>
 void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
@@ -869,6 +896,11 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   if (rows <= 16) {
     launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
   } else {
+    // The wgmma kernel reads causal keys only (its tiles are contiguous in the cache): block-sparse
+    // attention, validated to n_new = 1 with groups of at most 8, never has more than 16 rows.
+    if (p.gather != KeyGather::Causal)
+      throw InvalidArgument("cuda::attention: block-sparse attention with " + std::to_string(rows) +
+                            " rows per KV head (at most 16 are supported)");
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
     const dim3 grid(max_splits * row_groups, hkv, p.kv.batch);
@@ -879,8 +911,9 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     const auto kernel = three ? attention_split_wgmma_kernel<T, D, 3> : attention_split_wgmma_kernel<T, D, kMaxWarpgroups>;
     static detail::PerDeviceCache configured[2];  // per instance: the attribute is per function and device
     detail::allow_dynamic_smem(configured[three], kernel, wgmma_smem_bytes<D>(three ? 3 : kMaxWarpgroups));
+    const KvMaps maps{kv_tile_map(p.kv.k, p.kv), kv_tile_map(p.kv.v, p.kv)};
     detail::launch_dependent(kernel, grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows,
-                             max_splits, row_groups);
+                             max_splits, row_groups, maps);
   }
   static detail::PerDeviceCache merge_configured;
   detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));

@@ -1,7 +1,7 @@
 // cuda/src/wgmma.cuh — Hopper warpgroup MMA (wgmma.mma_async, sm_90a) building blocks: shared
-// memory tiles in the no-swizzle core-matrix layout (the kernel's) and the 128-byte-swizzle
-// layout (probed for a bulk-tensor-copy loader), their matrix descriptors, and the two
-// instruction shapes the rectification kernel issues:
+// memory tiles in the no-swizzle core-matrix layout (Q's) and the 128-byte-swizzle layout (K's
+// and V's, written by the bulk tensor copy engine from a tensor map made by sw128_tensor_map),
+// their matrix descriptors, and the two instruction shapes the rectification kernel issues:
 //
 //   wgmma_ss_n64   S[64x64] += A[64x16] (shared, K-major) * B[16x64] (shared, K-major: B^T rows)
 //   wgmma_rs_pv    O[64x(D+8)] += A[64x16] (registers) * B[16x(D+8)] (shared, MN-major, transposed)
@@ -14,7 +14,12 @@
 // Included only by .cu files compiled for sm_90a.
 #pragma once
 
+#include <cuda.h>          // CUtensorMap
+#include <cudaTypedefs.h>  // the tensor-map encoder's function type
+
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "device_common.cuh"
 
@@ -54,6 +59,49 @@ __host__ __device__ constexpr int sw128_offset(int row, int col, int rows) {
 // the bytes between column blocks. cuda/lab/wgmma_probe.cu checks both bit for bit.
 __device__ __forceinline__ uint64_t wgmma_desc_sw128(const void* p, uint32_t lbo, uint32_t sbo) {
   return wgmma_desc(p, lbo, sbo) | (1ull << 62);
+}
+
+// The tensor map of a 16-bit tensor of Rank dimensions (dims innermost first; strides in bytes,
+// of dims 1..Rank-1) read in boxes of 64 elements x box_rows rows (x 1 beyond), each landing in
+// shared memory in the 128-byte swizzle that sw128_offset and wgmma_desc_sw128 describe. The
+// encoder comes from the driver through the runtime (no link to libcuda). Throws
+// std::runtime_error naming `what` when the driver lacks the encoder or refuses the map.
+template <int Rank>
+CUtensorMap sw128_tensor_map(const void* base, const cuuint64_t (&dims)[Rank], const cuuint64_t (&strides)[Rank - 1],
+                             cuuint32_t box_rows, CUtensorMapL2promotion promotion, const char* what) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    const cudaError_t err =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    return err == cudaSuccess && found == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn)
+               : nullptr;
+  }();
+  if (!encode) throw std::runtime_error(std::string(what) + ": the CUDA driver has no cuTensorMapEncodeTiled");
+  cuuint32_t box[Rank], element_strides[Rank];
+  for (int i = 0; i < Rank; ++i) {
+    box[i] = i == 0 ? 64 : i == 1 ? box_rows : 1;
+    element_strides[i] = 1;
+  }
+  CUtensorMap map;
+  const CUresult result =
+      encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, Rank, const_cast<void*>(base), dims, strides, box, element_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS)
+    throw std::runtime_error(std::string(what) + ": cuTensorMapEncodeTiled failed (CUresult " +
+                             std::to_string(static_cast<int>(result)) + ")");
+  return map;
+}
+
+// One box of a 3-D tensor map (coordinates innermost first) into shared memory at dst by the bulk
+// tensor copy engine, completing its bytes on the mbarrier at shared address `bar`.
+__device__ __forceinline__ void tma_load_3d(void* dst, const void* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
 }
 
 // The descriptor of the operand `bytes` further on (a multiple of 16) in the same layout: the
