@@ -885,7 +885,7 @@ CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(kv.head_dim) * sizeof(T),
                                  static_cast<cuuint64_t>(kv.capacity) * kv.head_dim * sizeof(T)};
   return detail::sw128_tensor_map<3>(base, dims, strides, kKeyTile, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                             "cuda::attention (the KV cache's tensor map)");
+                                     "cuda::attention (the KV cache's tensor map)");
 }
 
 template <class T, int D>
