@@ -26,12 +26,15 @@
 #             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
 #             per-instruction counters and stall samples, printed as SASS with its CUDA lines,
 #             and summarized by scripts/ncu_source_summary.py; "merge_source": the same for the
-#             merge kernel of the dense decode at 12/2 batch 1 256K)
+#             merge kernel of the dense decode at 12/2 batch 1 256K; "rect_source": the
+#             rectification kernel at 12/2 batch 1 256K; "short_source": the decode split kernel
+#             at 12/2 batch 1 4K)
 #                  -> ncu_decode_b1_256k.txt, ncu_rect_28x4_b8_64k.txt, ncu_select_12x2_b1_256k.txt,
 #                     ncu_select_28x4_b8_256k.txt, ncu_short_12x2_b1_4k.txt,
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
 #                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary),
-#                     ncu_merge_source_12x2_b1_256k.csv and .txt
+#                     ncu_{merge,rect}_source_12x2_b1_256k.csv and .txt,
+#                     ncu_short_source_12x2_b1_4k.csv and .txt
 #             (a call builds only the targets its stages run: ncu alone builds bench_gpu)
 #   record    writes $OUT/record/<date>-<card>-<commit>.md from the logs above
 #   pack      puts everything under $OUT into $OUT/logs.tar (the device returns at most 8 files);
@@ -191,6 +194,12 @@ for s in "${stages[@]}"; do
       fi
       if [[ $profiles == *" merge_source "* ]]; then  # the merge of the batch-1 dense decode
         source_profile merge_source_12x2_b1_256k attention_merge --length 262144 --shape 12/2 --batch 1 || rc=1
+      fi
+      if [[ $profiles == *" rect_source "* ]]; then  # the rectification kernel, instruction by instruction
+        source_profile rect_source_12x2_b1_256k attention_split_wgmma --length 262144 --shape 12/2 --batch 1 || rc=1
+      fi
+      if [[ $profiles == *" short_source "* ]]; then  # the batch-1 4K decode split kernel likewise
+        source_profile short_source_12x2_b1_4k attention_split_decode --length 4096 --shape 12/2 --batch 1 || rc=1
       fi
       if [[ $profiles == *" short "* ]]; then  # batch 1 at 4K: what the short-context floor is made of
         for kernel in attention_split_decode attention_merge select_fused; do
