@@ -222,22 +222,40 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   const int wg_first_limit = limit_of(wg_row0);
   const bool wg_has_keys = wg_rows > 0 && limit_of(wg_row0 + wg_rows - 1) > keys.begin;
 
-  // Q rows of the CTA (zeros past the last row), in the first cp.async group, and the ones
-  // chunk of every V stage.
-  const uint16_t* qbase = reinterpret_cast<const uint16_t*>(p.q);
-  for (int c = threadIdx.x; c < cta_rows * St::kKChunks; c += blockDim.x) {
-    const int row = c / (8 * St::kKChunks) * 8 + c % 8, part = c / 8 % St::kKChunks;
-    const int r = cta_row0 + row;
-    const bool valid = r < rows_per_head;
-    const size_t off = valid ? ((static_cast<size_t>(b) * p.n_new + r / g) * p.n_q_heads + kvh * g + r % g) * D : 0;
-    detail::cp_async_16(qs + detail::core_offset(row, 8 * part, St::kKChunks), qbase + off + part * 8,
-                        valid ? 16 : 0);
+  // Q rows of the CTA (zeros past the last row), in the first cp.async group. Thread t copies
+  // 16-byte part t / 8 % (D / 8) of rows t % 8 + 8 (t / D) + k (blockDim.x / (D / 8)): blockDim.x
+  // is a multiple of 128, so its part stays fixed and each step is a whole number of 8-row
+  // groups; the row's (token, head) advance by the step's quotient and remainder by g.
+  {
+    const uint16_t* qbase = reinterpret_cast<const uint16_t*>(p.q);
+    const int part = threadIdx.x / 8 % St::kKChunks, step = blockDim.x / St::kKChunks;
+    int row = threadIdx.x / (8 * St::kKChunks) * 8 + threadIdx.x % 8;
+    int token = (cta_row0 + row) / g, head = (cta_row0 + row) % g;
+    const int step_tokens = step / g, step_heads = step % g;
+#pragma unroll 1
+    for (; row < cta_rows; row += step) {
+      const bool valid = token < p.n_new;
+      const size_t off =
+          valid ? ((static_cast<size_t>(b) * p.n_new + token) * p.n_q_heads + kvh * g + head) * D + part * 8 : 0;
+      detail::cp_async_16(qs + detail::core_offset(row, 8 * part, St::kKChunks), qbase + off, valid ? 16 : 0);
+      token += step_tokens;
+      head += step_heads;
+      if (head >= g) head -= g, ++token;
+    }
   }
   detail::cp_async_commit();
-  const uint16_t one = static_cast<uint16_t>(detail::MmaTraits<T>::kOnePair & 0xffffu);
-  for (int i = threadIdx.x; i < kStages * St::kBlockElems; i += blockDim.x) {  // V's ones block
-    const int stage = i / St::kBlockElems, key = i / 64 % kKeyTile, c = i % 64;
-    stages[stage * St::kElems + St::kK + detail::sw128_offset(key, D + c, kKeyTile)] = c < 8 ? one : uint16_t{0};
+  // V's ones block (never copied over): in each row of 64 columns, chunk 0 (columns D .. D + 7,
+  // the ones) sits at chunk position key % 8 of the 128-byte swizzle and the other chunks are
+  // zeros; one 16-byte store per chunk.
+  {
+    const uint32_t one = detail::MmaTraits<T>::kOnePair;
+    const uint4 ones = make_uint4(one, one, one, one), zeros = make_uint4(0, 0, 0, 0);
+    constexpr int kChunks = kKeyTile * 8;  // per stage
+    for (int i = threadIdx.x; i < kStages * kChunks; i += blockDim.x) {
+      const int stage = i / kChunks, key = i / 8 % kKeyTile, position = i % 8;
+      *reinterpret_cast<uint4*>(stages + stage * St::kElems + St::kK + St::kBlocks * St::kBlockElems + key * 64 +
+                                position * 8) = position == key % 8 ? ones : zeros;
+    }
   }
   const uint32_t full0 = detail::smem_addr(&stage_full[0]);
   if (threadIdx.x == 0) {
