@@ -8,6 +8,10 @@
 //     both by the grid); the online softmax uses the shared exp2; P
 //     (rounded to the KV dtype) times V and times a ones column (the row sum l) are chains over
 //     the tile's four k16 key groups.
+//   attention_split_decode_cluster_kernel  grid (8 x split, KV head, sequence), the same rows for
+//     block-sparse grids of one wave: a cluster of eight CTAs per split, CTA r scoring tile r and
+//     owning output columns [D r / 8, D (r + 1) / 8); row maxima and P meet in every CTA through
+//     distributed shared memory, then the P·V chain runs tile after tile as in the kernel above.
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
 //     (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper wgmma,
 //     up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle that the
@@ -17,6 +21,8 @@
 //     split partials left to right with the shared merge rule and writes acc / l.
 //
 // Tested bit for bit against the reference by tests/gpu/test_gpu_kernels.cpp and `resa verify`.
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <string>
 
@@ -28,6 +34,8 @@
 namespace resa::cuda {
 
 namespace {
+
+namespace cg = cooperative_groups;
 
 using detail::MmaTraits;
 using detail::mma_16816;
@@ -673,6 +681,241 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
   }
 }
 
+// Decode kernel for grids that leave most SMs idle (launch_decode gives it the block-sparse grids
+// of one wave of clusters, e.g. batch 1 up to 64K): a cluster of eight CTAs per split, so a
+// split's loads and its serial work spread over eight SMs instead of one CTA reading all of its
+// 256 KB (D = 128) and running its tiles one after another. CTA r of the cluster copies and scores tile r of the split (its 64 keys,
+// warp w on n-tiles 2w, 2w + 1: the same k16 chains) and copies V's columns of its output
+// n-tiles [kCols r, kCols (r + 1)) for all the split's keys. The tiles' row maxima go to every
+// CTA of the cluster (distributed shared memory; cluster barrier 1); their running values, tile
+// by tile from the left, are the running maxima of attention_split_decode_kernel (the same values:
+// max_ignore_nan in another grouping), and CTA r writes tile r's P against the running maximum
+// after it into every CTA's P (cluster barrier 2). Then only the P·V chain is serial: the other
+// kernel's per-tile step (scale by alpha, the four k16 key groups) tile after tile, warp w < kCols
+// on output n-tile kCols r + w and warp kCols on the row sums (CTA 0 writes them). Every element
+// sees the same operations in the same order as in attention_split_decode_kernel, so the bits are
+// the same. Needs split_len <= kClusterCtas * 64 (launch_decode checks).
+constexpr int kClusterCtas = 8;       // CTAs of a split: one 64-key tile each
+constexpr int kClusterWarps = 4;
+template <int D>
+struct ClusterDecodeLayout {
+  static constexpr int kCols = D / 8 / kClusterCtas;  // output n-tiles per CTA
+  static constexpr int kSplitKeys = kClusterCtas * kKeyTile;
+  static constexpr int kPRow = kSplitKeys + 8;  // P [16][kPRow]: rows 16 bytes past a bank cycle
+  static constexpr int kKElems = kKeyTile * D;  // K of the CTA's tile, decode_smem_offset layout
+  static constexpr int kVElems = kSplitKeys * kCols * 8;  // V's columns of the CTA: [key][kCols * 8]
+  static constexpr size_t kSmem = (kKElems + kVElems + 16 * kPRow) * sizeof(uint16_t) +
+                                  (kClusterCtas + kClusterWarps) * 16 * sizeof(float);
+  static_assert(kCols >= 1 && kCols < kClusterWarps && kKeyTile / 8 % kClusterWarps == 0,
+                "ClusterDecodeLayout: warps and columns");
+  // Element offset of 16-byte chunk c of key k in the V columns: two chunks per key are
+  // XOR-permuted by bit 2 of the key, so the eight keys an ldmatrix reads hit distinct banks.
+  static __device__ __forceinline__ int v_offset(int k, int c) {
+    return k * kCols * 8 + ((kCols == 2 ? c ^ ((k >> 2) & 1) : c) << 3);
+  }
+};
+template <class T, int D>
+__global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterWarps * 32)
+    attention_split_decode_cluster_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+  using Lay = ClusterDecodeLayout<D>;
+  constexpr int kCols = Lay::kCols, kScoreTiles = kKeyTile / 8 / kClusterWarps;
+  extern __shared__ __align__(16) uint16_t smem[];
+  __shared__ int32_t split_blocks[kClusterCtas * kKeyTile];  // the split's block-list entries, staged
+  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  detail::wait_for_previous_grid();
+  uint16_t* ks = smem;                       // K of tile `rank`
+  uint16_t* vs = ks + Lay::kKElems;          // V's columns of this CTA, all the split's keys
+  uint16_t* ps = vs + Lay::kVElems;          // P [16][kPRow], tile t at column 64 t
+  float* red = reinterpret_cast<float*>(ps + 16 * Lay::kPRow);  // [tile][16] the tiles' row maxima
+  float* wmax = red + kClusterCtas * 16;                         // [warp][16] this tile's, per warp
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int split = blockIdx.x / kClusterCtas, kvh = blockIdx.y, b = blockIdx.z;
+  const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
+  const int L = p.kv.length[b];
+  const int n_keys = row_keys_max(p, b, kvh, L);
+  const int split_begin = split * p.schedule.split_len;
+  const bool causal = p.gather == KeyGather::Causal;
+  // A split no row has keys in: the whole cluster leaves before any cluster barrier.
+  if (split_begin >= n_keys || (causal && L - p.n_new + (rows_per_head - 1) / g + 1 <= split_begin)) return;
+  cluster.barrier_arrive();  // every CTA has started: waited for before the first remote store
+  const int split_end = min(split_begin + p.schedule.split_len, n_keys);
+  const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tq = lane % 4;
+  const size_t head_base = (static_cast<size_t>(b) * hkv + kvh) * p.kv.capacity;
+  const uint16_t* kbase = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base * D;
+  const uint16_t* vbase = reinterpret_cast<const uint16_t*>(p.kv.v) + head_base * D;
+  const int first_block = causal ? 0 : split_begin / p.block_size;
+  if (!causal) {
+    const int32_t* list = p.blocks + static_cast<size_t>(b * hkv + kvh) * p.max_selected + first_block;
+    const int n = (split_end - split_begin + p.block_size - 1) / p.block_size;  // <= kSplitKeys / block_size
+    for (int j = threadIdx.x; j < n; j += blockDim.x) split_blocks[j] = list[j];
+    __syncthreads();
+  }
+  // Cache position of the split's key k (< split_end - split_begin).
+  auto position = [&](int k) {
+    const int idx = split_begin + k;
+    return causal ? idx : gathered_key_position(split_blocks[idx / p.block_size - first_block], idx, p.block_size);
+  };
+  // cp.async groups: 0 K of tile `rank` (zeros past the split's end), 1 V's columns of this CTA.
+  if (rank < n_tiles) {
+    for (int c = threadIdx.x; c < kKeyTile * D / 8; c += blockDim.x) {
+      const int key = c / (D / 8), part = c % (D / 8), k = rank * kKeyTile + key;
+      const bool valid = split_begin + k < split_end;
+      const size_t off = static_cast<size_t>(valid ? position(k) : 0) * D + part * 8;
+      detail::cp_async_16(ks + decode_smem_offset<D>(key, part), kbase + off, valid ? 16 : 0);
+    }
+  }
+  detail::cp_async_commit();
+  for (int c = threadIdx.x; c < n_tiles * kKeyTile * kCols; c += blockDim.x) {
+    const int k = c / kCols, part = c % kCols;
+    const bool valid = split_begin + k < split_end;
+    const size_t off = static_cast<size_t>(valid ? position(k) : 0) * D + (rank * kCols + part) * 8;
+    detail::cp_async_16(vs + Lay::v_offset(k, part), vbase + off, valid ? 16 : 0);
+  }
+  detail::cp_async_commit();
+
+  int row[2], limit[2];
+  bool row_valid[2];
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    row[h] = gid + 8 * h;
+    row_valid[h] = row[h] < rows_per_head;
+    limit[h] = causal ? (L - p.n_new + (row_valid[h] ? row[h] / g : 0) + 1) : n_keys;
+    const uint16_t* qrow = nullptr;
+    if (row_valid[h])
+      qrow = reinterpret_cast<const uint16_t*>(p.q) +
+             ((static_cast<size_t>(b) * p.n_new + row[h] / g) * p.n_q_heads + kvh * g + row[h] % g) * D;
+#pragma unroll
+    for (int u = 0; u < D / 16; ++u) {
+      qa[u][h] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 2 * tq) : 0u;
+      qa[u][h + 2] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + 16 * u + 8 + 2 * tq) : 0u;
+    }
+  }
+  // Scores of tile `rank` (this warp's n-tiles) and the tile's row maxima, to every CTA.
+  const int t0_own = split_begin + rank * kKeyTile;
+  float s[kScoreTiles][4];
+  detail::cp_async_wait<1>();
+  __syncthreads();  // K of the tile
+  if (rank < n_tiles) {
+#pragma unroll
+    for (int jj = 0; jj < kScoreTiles; ++jj) {
+      const int j = kScoreTiles * warp + jj;
+      s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
+#pragma unroll
+      for (int u = 0; u < D / 16; u += 2) {
+        uint32_t kb[4];
+        const int mi = lane / 8, r = lane % 8;
+        detail::ldmatrix_x4(kb, ks + decode_smem_offset<D>(8 * j + r, 2 * u + mi));
+        mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
+        mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float x = neg_inf();
+#pragma unroll
+      for (int jj = 0; jj < kScoreTiles; ++jj)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int idx = t0_own + 8 * (kScoreTiles * warp + jj) + 2 * tq + e;
+          const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], p.schedule.scale_log2) : neg_inf();
+          s[jj][2 * h + e] = t;
+          x = max_ignore_nan(x, t);
+        }
+      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 1));
+      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 2));
+      if (tq == 0) wmax[warp * 16 + gid + 8 * h] = x;
+    }
+  }
+  __syncthreads();
+  cluster.barrier_wait();  // every CTA of the cluster has started
+  if (rank < n_tiles && threadIdx.x < 16 * kClusterCtas) {
+    const int r = threadIdx.x % 16, dst = threadIdx.x / 16;
+    float x = neg_inf();
+#pragma unroll
+    for (int w = 0; w < kClusterWarps; ++w) x = max_ignore_nan(x, wmax[w * 16 + r]);
+    *cluster.map_shared_rank(red + rank * 16 + r, dst) = x;
+  }
+  cluster.sync();  // 1: the tiles' row maxima
+  // P of tile `rank` against the running maximum after it, in the storage dtype, to every CTA.
+  if (rank < n_tiles) {
+    float mx[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float y = neg_inf();
+      for (int u = 0; u <= rank; ++u) y = max_ignore_nan(y, red[u * 16 + gid + 8 * h]);
+      mx[h] = y;
+    }
+#pragma unroll
+    for (int jj = 0; jj < kScoreTiles; ++jj)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t pk = detail::pack_rn<T>(softmax_prob_np(s[jj][2 * h], mx[h]), softmax_prob_np(s[jj][2 * h + 1], mx[h]));
+        uint32_t* at = reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * Lay::kPRow + rank * kKeyTile +
+                                                   8 * (kScoreTiles * warp + jj) + 2 * tq);
+#pragma unroll
+        for (int dst = 0; dst < kClusterCtas; ++dst) *cluster.map_shared_rank(at, dst) = pk;
+      }
+  }
+  detail::cp_async_wait<0>();  // V's columns
+  cluster.sync();  // 2: P of every tile, and V's columns within the CTA
+  // The P·V chain, tile after tile: warp w < kCols on output n-tile kCols rank + w, warp kCols on
+  // the row sums; rows wholly past their causal limit keep their scaled state exactly.
+  if (warp > kCols) return;
+  float m[2] = {neg_inf(), neg_inf()};
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};  // the n-tile's, or the row sums (warp kCols)
+  const int mi = lane / 8, r8 = lane % 8;
+#pragma unroll
+  for (int t = 0; t < kClusterCtas; ++t) {
+    if (t >= n_tiles) break;
+    const int t0 = split_begin + t * kKeyTile;
+    float alpha[2];
+    bool active[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float y = max_ignore_nan(m[h], red[t * 16 + gid + 8 * h]);
+      alpha[h] = softmax_rescale_np(m[h], y);
+      m[h] = y;
+      active[h] = t0 < limit[h];
+    }
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      detail::ldmatrix_x4(pa[u], ps + (r8 + 8 * (mi % 2)) * Lay::kPRow + t * kKeyTile + 16 * u + 8 * (mi / 2));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      acc[2 * h] = mul_rn(acc[2 * h], alpha[h]);
+      acc[2 * h + 1] = mul_rn(acc[2 * h + 1], alpha[h]);
+    }
+    if (warp == kCols) {
+      row_sums<T>(acc, pa, active);
+    } else {
+      const float keep[4] = {acc[0], acc[1], acc[2], acc[3]};
+#pragma unroll
+      for (int u = 0; u < 4; u += 2) {
+        uint32_t vb[4];  // k16 groups u and u + 1 of the n-tile
+        detail::ldmatrix_x4_trans(vb, vs + Lay::v_offset(t * kKeyTile + 16 * u + 8 * mi + r8, warp));
+        mma_16816<T>(acc, pa[u], vb[0], vb[1]);
+        mma_16816<T>(acc, pa[u + 1], vb[2], vb[3]);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (!active[h]) acc[2 * h] = keep[2 * h], acc[2 * h + 1] = keep[2 * h + 1];
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!row_valid[h] || limit[h] <= split_begin) continue;
+    const PartialSlot out(p, D, b, kvh, split, max_splits, rows_per_head, row[h]);
+    if (warp < kCols)
+      *reinterpret_cast<float2*>(out.acc + 8 * (rank * kCols + warp) + 2 * tq) = make_float2(acc[2 * h], acc[2 * h + 1]);
+    else if (rank == 0 && tq == 0)
+      out.ml[0] = m[h], out.ml[1] = acc[2 * h];
+  }
+}
+
 // One CTA per (row, KV head, sequence), one warp per 32 output columns: folds the row's split
 // partials left to right with the shared merge rule and writes acc / l. The rule's factors (sa,
 // sb) depend only on the running max, the same for every column, so the CTA computes them once
@@ -882,11 +1125,44 @@ void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int 
 // dense multi-wave grids hold or gain (28/4 batch 1 256K 161.4 -> 155.8); dense one-wave grids
 // of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9
 // -> 31.0).
+// The clusters of attention_split_decode_cluster_kernel the current device runs at once (its
+// shared-memory attribute is set on first use).
+template <class T, int D>
+int decode_cluster_slots() {
+  static detail::PerDeviceCache cache;
+  return detail::once_per_device(cache, [] {
+    const auto kernel = attention_split_decode_cluster_kernel<T, D>;
+    constexpr size_t kSmem = ClusterDecodeLayout<D>::kSmem;
+    RESA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(kClusterCtas, 1, 1);
+    config.blockDim = dim3(kClusterWarps * 32, 1, 1);
+    config.dynamicSmemBytes = kSmem;
+    int clusters = 0;
+    RESA_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+    return clusters;
+  });
+}
+
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
+  // Block-sparse grids of one wave of clusters take the cluster kernel (PERFORMANCE.md change
+  // 47: 12/2 batch 1 4K-16K 16.0-18.4 -> 11.4-13.1 us, 28/4 batch 1 64K 19.0 -> 17.8). Dense
+  // grids and bigger ones keep the one-CTA kernels, which measured faster there (up to four waves
+  // of clusters: 12/2 batch 1 256K 20.3 -> 32.2 us; dense 28/4 batch 1 4K, 36 clusters: 14.3 ->
+  // 16.2, though 12/2 batch 1 4K, 18 clusters, gained 14.2 -> 13.1). Not profiled; a likely cause
+  // is that each CTA of a cluster reads 32 bytes of every V row, so a full card reads each DRAM
+  // row in eight pieces at different times.
+  if (p.gather == KeyGather::Blocks && p.schedule.split_len <= kClusterCtas * kKeyTile &&
+      ctas <= decode_cluster_slots<T, D>()) {
+    detail::launch_dependent(attention_split_decode_cluster_kernel<T, D>, dim3(grid.x * kClusterCtas, grid.y, grid.z),
+                             kClusterWarps * 32, ClusterDecodeLayout<D>::kSmem, stream,
+                             "attention_split_decode_cluster_kernel", p, rows, max_splits);
+    return;
+  }
   const bool dense_one_wave = p.gather == KeyGather::Causal && 2 * ctas > sms &&
                               ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, 4>::ctas_per_sm();
   if (dense_one_wave)
