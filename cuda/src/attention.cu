@@ -1153,9 +1153,11 @@ void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_spl
   // 47: 12/2 batch 1 4K-16K 16.0-18.4 -> 11.4-13.1 us, 28/4 batch 1 64K 19.0 -> 17.8). Dense
   // grids and bigger ones keep the one-CTA kernels, which measured faster there (up to four waves
   // of clusters: 12/2 batch 1 256K 20.3 -> 32.2 us; dense 28/4 batch 1 4K, 36 clusters: 14.3 ->
-  // 16.2, though 12/2 batch 1 4K, 18 clusters, gained 14.2 -> 13.1). Not profiled; a likely cause
-  // is that each CTA of a cluster reads 32 bytes of every V row, so a full card reads each DRAM
-  // row in eight pieces at different times.
+  // 16.2, though 12/2 batch 1 4K, 18 clusters, gained 14.2 -> 13.1). Under ncu the kernel alone
+  // is faster at 28/4 batch 1 4K too (16.26 against 16.80 us at base clock), so the loss is in how
+  // it runs in the stream; PERFORMANCE.md change 48 (measured, not landed) moves its dependent-
+  // launch trigger to its end, after which dense 12/2 batch 1 4K gains but 28/4 still loses.
+  // The kernel's causal path runs only when this rule is changed (`resa verify` reaches it then).
   if (p.gather == KeyGather::Blocks && p.schedule.split_len <= kClusterCtas * kKeyTile &&
       ctas <= decode_cluster_slots<T, D>()) {
     detail::launch_dependent(attention_split_decode_cluster_kernel<T, D>, dim3(grid.x * kClusterCtas, grid.y, grid.z),
