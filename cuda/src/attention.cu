@@ -9,9 +9,10 @@
 //     (rounded to the KV dtype) times V and times a ones column (the row sum l) are chains over
 //     the tile's four k16 key groups.
 //   attention_split_decode_cluster_kernel  grid (8 x split, KV head, sequence), the same rows for
-//     block-sparse grids of one wave: a cluster of eight CTAs per split, CTA r scoring tile r and
-//     owning output columns [D r / 8, D (r + 1) / 8); row maxima and P meet in every CTA through
-//     distributed shared memory, then the P·V chain runs tile after tile as in the kernel above.
+//     block-sparse grids of one wave and dense grids of a few splits: a cluster of eight CTAs per
+//     split, CTA r scoring tile r and owning output columns [D r / 8, D (r + 1) / 8); row maxima
+//     and P meet in every CTA through distributed shared memory (st.async, counted by
+//     mbarriers), then the P·V chain runs tile after tile as in the kernel above.
 //   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
 //     (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper wgmma,
 //     up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle that the
@@ -159,6 +160,45 @@ __device__ __forceinline__ void row_sums(float (&lf)[4], const uint32_t (&pa)[4]
 #pragma unroll
   for (int h = 0; h < 2; ++h)
     if (!active[h]) lf[2 * h] = keep[2 * h], lf[2 * h + 1] = keep[2 * h + 1];
+}
+
+// One warp's share of a decode tile's scores: s[jj] = the k16 chains of Q against the keys of
+// n-tile kScoreTiles * warp + jj (eight keys; K in the decode_smem_offset layout), times
+// scale_log2, and -inf for keys at or past each row's limit (t0: the tile's first key); each
+// row's maximum over the warp's keys goes to wmax[warp * 16 + row].
+template <class T, int D, int kScoreTiles>
+__device__ __forceinline__ void decode_tile_scores(float (&s)[kScoreTiles][4], const uint32_t (&qa)[D / 16][4],
+                                                   const uint16_t* ks, int t0, const int (&limit)[2],
+                                                   float scale_log2, float* wmax) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int jj = 0; jj < kScoreTiles; ++jj) {
+    const int j = kScoreTiles * warp + jj;
+    s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
+#pragma unroll
+    for (int u = 0; u < D / 16; u += 2) {
+      uint32_t kb[4];
+      detail::ldmatrix_x4(kb, ks + decode_smem_offset<D>(8 * j + lane % 8, 2 * u + lane / 8));
+      mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
+      mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float x = neg_inf();
+#pragma unroll
+    for (int jj = 0; jj < kScoreTiles; ++jj)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int idx = t0 + 8 * (kScoreTiles * warp + jj) + 2 * tq + e;
+        const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], scale_log2) : neg_inf();
+        s[jj][2 * h + e] = t;
+        x = max_ignore_nan(x, t);
+      }
+    x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 2));
+    if (tq == 0) wmax[warp * 16 + gid + 8 * h] = x;
+  }
 }
 
 // The workspace slot of one row's partial of one split: acc[D], then (m, l) in a second array.
@@ -563,40 +603,11 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
     const uint16_t* ks = smem + tile % kStages * 2 * kTileElems;
     const uint16_t* vs = ks + kTileElems;
     const int t0 = split_begin + tile * kKeyTile;
-    // Scores of this warp's keys (n-tiles kScoreTiles * w + jj).
+    // Scores of this warp's keys (n-tiles kScoreTiles * w + jj) and their row maxima.
     float s[kScoreTiles][4];
-#pragma unroll
-    for (int jj = 0; jj < kScoreTiles; ++jj) {
-      const int j = kScoreTiles * warp + jj;
-      s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
-#pragma unroll
-      for (int u = 0; u < D / 16; u += 2) {
-        uint32_t kb[4];
-        const int mi = lane / 8, r = lane % 8;
-        detail::ldmatrix_x4(kb, ks + decode_smem_offset<D>(8 * j + r, 2 * u + mi));
-        mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
-        mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
-      }
-    }
-    bool active[2];
+    decode_tile_scores<T, D, kScoreTiles>(s, qa, ks, t0, limit, p.schedule.scale_log2, red);
+    const bool active[2] = {t0 < limit[0], t0 < limit[1]};
     float mx[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      active[h] = t0 < limit[h];
-      float x = neg_inf();
-#pragma unroll
-      for (int jj = 0; jj < kScoreTiles; ++jj)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int idx = t0 + 8 * (kScoreTiles * warp + jj) + 2 * tq + e;
-          const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], p.schedule.scale_log2) : neg_inf();
-          s[jj][2 * h + e] = t;
-          x = max_ignore_nan(x, t);
-        }
-      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 1));
-      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 2));
-      if (tq == 0) red[warp * 16 + gid + 8 * h] = x;
-    }
     __syncthreads();
     float alpha[2];
 #pragma unroll
@@ -684,17 +695,20 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
 // Decode kernel for grids that leave most SMs idle (launch_decode gives it the block-sparse grids
 // of one wave of clusters, e.g. batch 1 up to 64K): a cluster of eight CTAs per split, so a
 // split's loads and its serial work spread over eight SMs instead of one CTA reading all of its
-// 256 KB (D = 128) and running its tiles one after another. CTA r of the cluster copies and scores tile r of the split (its 64 keys,
-// warp w on n-tiles 2w, 2w + 1: the same k16 chains) and copies V's columns of its output
-// n-tiles [kCols r, kCols (r + 1)) for all the split's keys. The tiles' row maxima go to every
-// CTA of the cluster (distributed shared memory; cluster barrier 1); their running values, tile
-// by tile from the left, are the running maxima of attention_split_decode_kernel (the same values:
-// max_ignore_nan in another grouping), and CTA r writes tile r's P against the running maximum
-// after it into every CTA's P (cluster barrier 2). Then only the P·V chain is serial: the other
-// kernel's per-tile step (scale by alpha, the four k16 key groups) tile after tile, warp w < kCols
-// on output n-tile kCols r + w and warp kCols on the row sums (CTA 0 writes them). Every element
-// sees the same operations in the same order as in attention_split_decode_kernel, so the bits are
-// the same. Needs split_len <= kClusterCtas * 64 (launch_decode checks).
+// 256 KB (D = 128) and running its tiles one after another. CTA r of the cluster copies and
+// scores tile r of the split (its 64 keys, warp w on n-tiles 2w, 2w + 1: the same k16 chains)
+// and copies V's columns of its output n-tiles [kCols r, kCols (r + 1)) for all the split's
+// keys. The tiles' row maxima go to every CTA of the cluster (st.async into its shared memory,
+// counted by an mbarrier there); their running values, tile by tile from the left, are the
+// running maxima of attention_split_decode_kernel (the same values: max_ignore_nan in another
+// grouping), and CTA r sends tile r's P against the running maximum after it to every CTA (a
+// second mbarrier). Then only the P·V chain is serial: the other kernel's per-tile step (scale by
+// alpha, the four k16 key groups) tile after tile, warp w < kCols on output n-tile kCols r + w
+// and warp kCols on the row sums (CTA 0 writes them). Every element sees the same operations in
+// the same order as in attention_split_decode_kernel, so the bits are the same. Two relaxed
+// cluster barriers remain: the mbarriers armed before the first remote store, and no CTA leaving
+// while a peer's stores into it may be in flight. Needs split_len <= kClusterCtas * 64
+// (launch_decode checks).
 constexpr int kClusterCtas = 8;       // CTAs of a split: one 64-key tile each
 constexpr int kClusterWarps = 4;
 template <int D>
@@ -721,15 +735,16 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
   constexpr int kCols = Lay::kCols, kScoreTiles = kKeyTile / 8 / kClusterWarps;
   extern __shared__ __align__(16) uint16_t smem[];
   __shared__ int32_t split_blocks[kClusterCtas * kKeyTile];  // the split's block-list entries, staged
-  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  __shared__ __align__(8) uint64_t exchange[2];  // mbarriers: the tiles' row maxima, then P, received
+  // Launched with launch_dependent (device_common.cuh), but the next kernel is let in only at the
+  // end: early merge CTAs cost this kernel 3-12% (PERFORMANCE.md change 48).
   detail::wait_for_previous_grid();
   uint16_t* ks = smem;                       // K of tile `rank`
   uint16_t* vs = ks + Lay::kKElems;          // V's columns of this CTA, all the split's keys
   uint16_t* ps = vs + Lay::kVElems;          // P [16][kPRow], tile t at column 64 t
   float* red = reinterpret_cast<float*>(ps + 16 * Lay::kPRow);  // [tile][16] the tiles' row maxima
   float* wmax = red + kClusterCtas * 16;                         // [warp][16] this tile's, per warp
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = static_cast<int>(cluster.block_rank());
+  const int rank = static_cast<int>(cg::this_cluster().block_rank());
   const int split = blockIdx.x / kClusterCtas, kvh = blockIdx.y, b = blockIdx.z;
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
@@ -738,9 +753,17 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
   const bool causal = p.gather == KeyGather::Causal;
   // A split no row has keys in: the whole cluster leaves before any cluster barrier.
   if (split_begin >= n_keys || (causal && L - p.n_new + (rows_per_head - 1) / g + 1 <= split_begin)) return;
-  cluster.barrier_arrive();  // every CTA has started: waited for before the first remote store
   const int split_end = min(split_begin + p.schedule.split_len, n_keys);
   const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
+  const uint32_t bar_max = detail::smem_addr(&exchange[0]), bar_p = detail::smem_addr(&exchange[1]);
+  if (threadIdx.x == 0) {  // each tile's CTA sends 16 maxima and 16 x 64 P values
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_max));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_p));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_max), "r"(n_tiles * 16 * 4));
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_p), "r"(n_tiles * 16 * kKeyTile * 2));
+  }
+  detail::cluster_arrive_relaxed();  // the mbarriers are armed: waited for before the first remote store
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tq = lane % 4;
   const size_t head_base = (static_cast<size_t>(b) * hkv + kvh) * p.kv.capacity;
   const uint16_t* kbase = reinterpret_cast<const uint16_t*>(p.kv.k) + head_base * D;
@@ -798,47 +821,17 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
   float s[kScoreTiles][4];
   detail::cp_async_wait<1>();
   __syncthreads();  // K of the tile
-  if (rank < n_tiles) {
-#pragma unroll
-    for (int jj = 0; jj < kScoreTiles; ++jj) {
-      const int j = kScoreTiles * warp + jj;
-      s[jj][0] = s[jj][1] = s[jj][2] = s[jj][3] = 0.f;
-#pragma unroll
-      for (int u = 0; u < D / 16; u += 2) {
-        uint32_t kb[4];
-        const int mi = lane / 8, r = lane % 8;
-        detail::ldmatrix_x4(kb, ks + decode_smem_offset<D>(8 * j + r, 2 * u + mi));
-        mma_16816<T>(s[jj], qa[u], kb[0], kb[1]);
-        mma_16816<T>(s[jj], qa[u + 1], kb[2], kb[3]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float x = neg_inf();
-#pragma unroll
-      for (int jj = 0; jj < kScoreTiles; ++jj)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int idx = t0_own + 8 * (kScoreTiles * warp + jj) + 2 * tq + e;
-          const float t = idx < limit[h] ? mul_rn(s[jj][2 * h + e], p.schedule.scale_log2) : neg_inf();
-          s[jj][2 * h + e] = t;
-          x = max_ignore_nan(x, t);
-        }
-      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 1));
-      x = max_ignore_nan(x, __shfl_xor_sync(0xffffffffu, x, 2));
-      if (tq == 0) wmax[warp * 16 + gid + 8 * h] = x;
-    }
-  }
+  if (rank < n_tiles) decode_tile_scores<T, D, kScoreTiles>(s, qa, ks, t0_own, limit, p.schedule.scale_log2, wmax);
   __syncthreads();
-  cluster.barrier_wait();  // every CTA of the cluster has started
+  detail::cluster_wait();  // every CTA of the cluster has armed its mbarriers
   if (rank < n_tiles && threadIdx.x < 16 * kClusterCtas) {
     const int r = threadIdx.x % 16, dst = threadIdx.x / 16;
     float x = neg_inf();
 #pragma unroll
     for (int w = 0; w < kClusterWarps; ++w) x = max_ignore_nan(x, wmax[w * 16 + r]);
-    *cluster.map_shared_rank(red + rank * 16 + r, dst) = x;
+    detail::st_async_u32(detail::cluster_map(detail::smem_addr(red + rank * 16 + r), dst), __float_as_uint(x), detail::cluster_map(bar_max, dst));
   }
-  cluster.sync();  // 1: the tiles' row maxima
+  detail::mbarrier_wait_cluster(bar_max, 0);  // the tiles' row maxima
   // P of tile `rank` against the running maximum after it, in the storage dtype, to every CTA.
   if (rank < n_tiles) {
     float mx[2];
@@ -853,17 +846,23 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint32_t pk = detail::pack_rn<T>(softmax_prob_np(s[jj][2 * h], mx[h]), softmax_prob_np(s[jj][2 * h + 1], mx[h]));
-        uint32_t* at = reinterpret_cast<uint32_t*>(ps + (gid + 8 * h) * Lay::kPRow + rank * kKeyTile +
-                                                   8 * (kScoreTiles * warp + jj) + 2 * tq);
+        const uint32_t at = detail::smem_addr(ps + (gid + 8 * h) * Lay::kPRow + rank * kKeyTile +
+                                              8 * (kScoreTiles * warp + jj) + 2 * tq);
 #pragma unroll
-        for (int dst = 0; dst < kClusterCtas; ++dst) *cluster.map_shared_rank(at, dst) = pk;
+        for (int dst = 0; dst < kClusterCtas; ++dst) detail::st_async_u32(detail::cluster_map(at, dst), pk, detail::cluster_map(bar_p, dst));
       }
   }
   detail::cp_async_wait<0>();  // V's columns
-  cluster.sync();  // 2: P of every tile, and V's columns within the CTA
+  __syncthreads();             // ... within the CTA
+  detail::mbarrier_wait_cluster(bar_p, 0);  // P of every tile
+  detail::cluster_arrive_relaxed();  // this CTA's remote stores are issued: its peers may leave after the chain
   // The P·V chain, tile after tile: warp w < kCols on output n-tile kCols rank + w, warp kCols on
   // the row sums; rows wholly past their causal limit keep their scaled state exactly.
-  if (warp > kCols) return;
+  if (warp > kCols) {
+    detail::allow_dependent_launch();
+    detail::cluster_wait();
+    return;
+  }
   float m[2] = {neg_inf(), neg_inf()};
   float acc[4] = {0.f, 0.f, 0.f, 0.f};  // the n-tile's, or the row sums (warp kCols)
   const int mi = lane / 8, r8 = lane % 8;
@@ -914,6 +913,8 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
     else if (rank == 0 && tq == 0)
       out.ml[0] = m[h], out.ml[1] = acc[2 * h];
   }
+  detail::allow_dependent_launch();
+  detail::cluster_wait();  // no CTA leaves while a peer's stores into it may be in flight
 }
 
 // One CTA per (row, KV head, sequence), one warp per 32 output columns: folds the row's split
@@ -1083,10 +1084,9 @@ struct DecodeInstance {
   static constexpr size_t kSmem =
       kStages * decode_stage_bytes<D>() + 16 * (kKeyTile + 8) * sizeof(uint16_t) + kWarps * 16 * sizeof(float);
   static int ctas_per_sm() {  // of the current device
-    static detail::PerDeviceCache cache;
+    static detail::PerDeviceCache cache, smem_set;
     return detail::once_per_device(cache, [] {
-      RESA_CUDA_CHECK(cudaFuncSetAttribute(attention_split_decode_kernel<T, D, kStages, kWarps>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+      detail::allow_dynamic_smem(smem_set, attention_split_decode_kernel<T, D, kStages, kWarps>, kSmem);
       int ctas = 0;
       RESA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
           &ctas, attention_split_decode_kernel<T, D, kStages, kWarps>, kWarps * 32, kSmem));
@@ -1117,23 +1117,16 @@ void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int 
     DecodeInstance<T, D, 2, kWarps>::launch(p, grid, rows, max_splits, stream);
 }
 
-// The warp count, where D has the columns for eight (D = 128), by what the H200 measured
-// (PERFORMANCE.md, changes 31 and 33): eight warps everywhere but dense grids of one wave larger
-// than half the SMs. Block-sparse gathers gain most (batch 1: 3-4 us less, the loader's
-// block-list lookups shared by twice the threads; batch 8: 12/2 256K 87.1 -> 77.0 us, 28/4 64K
-// 56.2 -> 53.4, though 28/4 256K 151.1 -> 155.4); dense grids of a few CTAs gain 1 us at 4K and
-// dense multi-wave grids hold or gain (28/4 batch 1 256K 161.4 -> 155.8); dense one-wave grids
-// of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9
-// -> 31.0).
 // The clusters of attention_split_decode_cluster_kernel the current device runs at once (its
-// shared-memory attribute is set on first use).
+// shared-memory attribute is set on first use), and the largest dense grid, in clusters, that
+// launch_decode gives it.
 template <class T, int D>
 int decode_cluster_slots() {
-  static detail::PerDeviceCache cache;
+  static detail::PerDeviceCache cache, smem_set;
   return detail::once_per_device(cache, [] {
     const auto kernel = attention_split_decode_cluster_kernel<T, D>;
     constexpr size_t kSmem = ClusterDecodeLayout<D>::kSmem;
-    RESA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+    detail::allow_dynamic_smem(smem_set, kernel, kSmem);
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(kClusterCtas, 1, 1);
     config.blockDim = dim3(kClusterWarps * 32, 1, 1);
@@ -1143,23 +1136,31 @@ int decode_cluster_slots() {
     return clusters;
   });
 }
+constexpr long long kDenseClusterGridMax = 26;
 
+// The warp count, where D has the columns for eight (D = 128), by what the H200 measured
+// (PERFORMANCE.md, changes 31 and 33): eight warps everywhere but dense grids of one wave larger
+// than half the SMs. Block-sparse gathers gain most (batch 1: 3-4 us less, the loader's
+// block-list lookups shared by twice the threads; batch 8: 12/2 256K 87.1 -> 77.0 us, 28/4 64K
+// 56.2 -> 53.4, though 28/4 256K 151.1 -> 155.4); dense grids of a few CTAs gain 1 us at 4K and
+// dense multi-wave grids hold or gain (28/4 batch 1 256K 161.4 -> 155.8); dense one-wave grids
+// of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9
+// -> 31.0).
 template <class T, int D>
 void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
-  // Block-sparse grids of one wave of clusters take the cluster kernel (PERFORMANCE.md change
-  // 47: 12/2 batch 1 4K-16K 16.0-18.4 -> 11.4-13.1 us, 28/4 batch 1 64K 19.0 -> 17.8). Dense
-  // grids and bigger ones keep the one-CTA kernels, which measured faster there (up to four waves
-  // of clusters: 12/2 batch 1 256K 20.3 -> 32.2 us; dense 28/4 batch 1 4K, 36 clusters: 14.3 ->
-  // 16.2, though 12/2 batch 1 4K, 18 clusters, gained 14.2 -> 13.1). Under ncu the kernel alone
-  // is faster at 28/4 batch 1 4K too (16.26 against 16.80 us at base clock), so the loss is in how
-  // it runs in the stream; PERFORMANCE.md change 48 (measured, not landed) moves its dependent-
-  // launch trigger to its end, after which dense 12/2 batch 1 4K gains but 28/4 still loses.
-  // The kernel's causal path runs only when this rule is changed (`resa verify` reaches it then).
-  if (p.gather == KeyGather::Blocks && p.schedule.split_len <= kClusterCtas * kKeyTile &&
-      ctas <= decode_cluster_slots<T, D>()) {
+  // The cluster kernel takes block-sparse grids of one wave of clusters (PERFORMANCE.md change
+  // 47: 12/2 batch 1 4K-16K 16.0-18.4 -> 11.4-13.1 us) and dense grids of at most
+  // kDenseClusterGridMax clusters (change 49). Its time grows by about 0.2 us per cluster where a
+  // split's one-CTA time does not (dense batch 1, H200, one run: 10 clusters 9.7 us against 14.0,
+  // 18: 11.8 / 14.2, 20: 13.0 / 14.2, 26: 13.7 / 14.1, 34: 15.5 / 14.2, 36: 16.0 / 14.4, 52: 17.7
+  // / 14.3); block-sparse splits, whose one-CTA loads wait on block-list lookups, gain up to one
+  // wave (28/4 batch 1 64K, 52 clusters: 19.0 -> 17.8). Bigger grids keep the one-CTA kernels
+  // (four waves of clusters: 12/2 batch 1 256K 20.3 -> 32.2 us).
+  if (p.schedule.split_len <= kClusterCtas * kKeyTile && ctas <= decode_cluster_slots<T, D>() &&
+      (p.gather == KeyGather::Blocks || ctas <= kDenseClusterGridMax)) {
     detail::launch_dependent(attention_split_decode_cluster_kernel<T, D>, dim3(grid.x * kClusterCtas, grid.y, grid.z),
                              kClusterWarps * 32, ClusterDecodeLayout<D>::kSmem, stream,
                              "attention_split_decode_cluster_kernel", p, rows, max_splits);

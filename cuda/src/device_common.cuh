@@ -1,6 +1,7 @@
 // cuda/src/device_common.cuh — device building blocks shared by the kernels: the m16n8k16 MMA
 // (bf16/fp16 in, fp32 accumulate, in place), ldmatrix, cp.async with zero fill, storage-type
-// traits, and programmatic dependent launch. Included only by .cu files of cuda/src.
+// traits, programmatic dependent launch, and stores into a cluster peer's shared memory counted
+// by its mbarrier. Included only by .cu files of cuda/src.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -104,13 +105,39 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
 // predecessors), so stream order holds for every read and write. A kernel calls
 // allow_dependent_launch() at its start to let the next kernel be scheduled early (no effect when
 // that one is launched normally), but only where the early CTAs, which wait on its SMs, cost
-// nothing: the attention kernels. The selection kernels are bound by instruction issue and do not
-// (with the trigger in the scores kernel, selection at 12/2 batch 1 256K took 44.7 us instead of
-// 30.1 on the H200, and 136 us instead of 118 at 28/4 batch 8); without it the launch latency is
-// still partly hidden.
+// nothing: the attention kernels (but the cluster decode kernel, which measured 3-12% slower
+// with the merge's CTAs let in early, calls it at its end). The selection kernels are bound by
+// instruction issue and do not (with the trigger in the scores kernel, selection at 12/2 batch
+// 1 256K took 44.7 us instead of 30.1 on the H200, and 136 us instead of 118 at 28/4 batch 8);
+// without it the launch latency is still partly hidden.
 __device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
+
+// Distributed shared memory (sm_90 clusters) without cluster-wide memory barriers: a value stored
+// into another CTA's shared memory by st_async_u32 completes its 4 bytes on that CTA's mbarrier,
+// which the receiver waits on with mbarrier_wait_cluster (acquire at cluster scope); the cluster
+// barrier is used relaxed, for start and exit only. Remote addresses are shared::cluster
+// addresses from cluster_map (this CTA's shared address of the same object, in CTA `rank`).
+__device__ __forceinline__ uint32_t cluster_map(uint32_t smem, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ void st_async_u32(uint32_t remote, uint32_t value, uint32_t remote_bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(remote), "r"(value),
+               "r"(remote_bar)
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_exchange:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n@!done bra wait_exchange;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"); }
 
 }  // namespace resa::cuda::detail

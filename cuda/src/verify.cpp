@@ -544,17 +544,18 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
   });
   // Every instance of the decode kernel (cuda/src/attention.cu, launch_decode; grid sizes for a
-  // 132-SM card). D = 128, dense: up to 66 CTAs six stages of eight warps (the matrix above),
-  // four warps with six stages (98 CTAs) and three (137), eight warps with three (274) and two
-  // (547). Block-sparse (ratio 1, every block selected): clusters of eight CTAs per split (grids
-  // up to the card's cluster slots, 33-65 at 132 SMs: the sparse matrix below), eight warps with
-  // six stages (112 CTAs), three (160) and two (552). The sanitizers run the quick matrix, so it
-  // has them all in bf16; the full run repeats them in fp16. D = 64 (four warps; by shared
-  // memory two CTAs per SM at six stages, four at three): six stages up to 264 CTAs (the
-  // matrices), three at 274 and 552 (dense, block-sparse), two at 2188 and 1096; full run.
+  // 132-SM card). Clusters of eight CTAs per split: dense grids of up to 26 splits (the matrix
+  // above), block-sparse grids up to the card's cluster slots (33-65 at 132 SMs: the sparse
+  // matrix below). D = 128, dense: 27-66 CTAs six stages of eight warps (40 CTAs), four warps
+  // with six stages (98) and three (137), eight warps with three (274) and two (547).
+  // Block-sparse (ratio 1, every block selected): eight warps with six stages (112 CTAs), three
+  // (160) and two (552). The sanitizers run the quick matrix, so it has them all in bf16; the
+  // full run repeats them in fp16. D = 64 (four warps; by shared memory two CTAs per SM at six
+  // stages, four at three): six stages up to 264 CTAs (69 dense, the sparse matrix), three at 274
+  // and 552 (dense, block-sparse), two at 2188 and 1096; full run.
   const auto every_decode_instance = [&](auto type_tag) {
     using T = decltype(type_tag);
-    for (const int64_t L : {50000, 70000, 140000, 280000})
+    for (const int64_t L : {20000, 50000, 70000, 140000, 280000})
       verify_dense_and_chunk<T>(rec, {8, 1, 128}, {L}, Fill::Normal, 1, seed++);
     for (const int64_t L : {7000, 10000, 35000})
       verify_sparse<T>(rec, {8, 8, 128}, {L}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
@@ -564,7 +565,8 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     every_decode_instance(fp16{});
     const auto every_d64_instance = [&](auto type_tag) {
       using T = decltype(type_tag);
-      verify_dense_and_chunk<T>(rec, {8, 1, 64}, {140000}, Fill::Normal, 1, seed++);
+      for (const int64_t L : {35000, 140000})
+        verify_dense_and_chunk<T>(rec, {8, 1, 64}, {L}, Fill::Normal, 1, seed++);
       verify_dense_and_chunk<T>(rec, {8, 4, 64}, {280000}, Fill::Normal, 1, seed++);
       for (const int64_t L : {35000, 70000})
         verify_sparse<T>(rec, {8, 8, 64}, {L}, Fill::Normal, sparse_config(16, {1, 1}, 16, 0, 32), seed++, false);
