@@ -693,7 +693,8 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
 }
 
 // Decode kernel for grids that leave most SMs idle (launch_decode gives it the block-sparse grids
-// of one wave of clusters, e.g. batch 1 up to 64K): a cluster of eight CTAs per split, so a
+// of one wave of clusters, e.g. batch 1 up to 128K at 12/2, and dense grids of at most 26
+// clusters, e.g. batch 1 up to 6K at 12/2): a cluster of eight CTAs per split, so a
 // split's loads and its serial work spread over eight SMs instead of one CTA reading all of its
 // 256 KB (D = 128) and running its tiles one after another. CTA r of the cluster copies and
 // scores tile r of the split (its 64 keys, warp w on n-tiles 2w, 2w + 1: the same k16 chains)
