@@ -75,9 +75,9 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
     // Six boxes of 64 x 64 elements (8 KB each): column blocks 0 and 1 of Q, K and V.
     const uint32_t bar = smem_addr(&loaded);
     if (t == 0) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(6 * 8192));
+      mbarrier_init(bar);
+      fence_mbarrier_init();
+      mbarrier_arrive_expect_tx(bar, 6 * 8192);
       const CUtensorMap* const tile_maps[3] = {&maps.q, &maps.k, &maps.v};
       uint16_t* const dsts[3] = {qs, ks, vs};
       for (int m = 0; m < 3; ++m)
@@ -91,10 +91,7 @@ __global__ void __launch_bounds__(128) probe(ProbeIn in, ProbeOut out, uint32_t 
     for (int i = t; i < kKeys * 64; i += 128)  // the ones block: ones in its first 8 columns
       vs[sw128_offset(i / 64, kD + i % 64, kKeys)] = i % 64 < kOut - kD ? one : 0;
     __syncthreads();  // the barrier is initialized before anyone waits on it
-    asm volatile(
-        "{\n.reg .pred done;\nwait_loaded:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n@!done bra wait_loaded;\n}\n" ::"r"(bar)
-        : "memory");
+    mbarrier_wait(bar, 0);
   } else if constexpr (kSw128) {
     for (int i = t; i < kRows * kD; i += 128) {
       qs[sw128_offset(i / kD, i % kD, kRows)] = in.q[i];

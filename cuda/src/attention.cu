@@ -118,8 +118,7 @@ struct SplitKeys {
     using St = KvStage<D>;
     if (tile >= n_tiles || threadIdx.x != 0) return;
     const int t0 = begin + tile * kKeyTile;
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(full),
-                 "r"(2 * St::kBlocks * St::kBlockElems * 2));
+    detail::mbarrier_arrive_expect_tx(full, 2 * St::kBlocks * St::kBlockElems * 2);
 #pragma unroll
     for (int blk = 0; blk < St::kBlocks; ++blk) {
       detail::tma_load_3d(stage + blk * St::kBlockElems, &maps.k, 64 * blk, t0, slot, full);
@@ -307,8 +306,8 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   }
   const uint32_t full0 = detail::smem_addr(&stage_full[0]);
   if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(full0 + 8 * st));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    for (int st = 0; st < kStages; ++st) detail::mbarrier_init(full0 + 8 * st);
+    detail::fence_mbarrier_init();
   }
   __syncthreads();  // the barriers are initialized before the copies arrive on them
   for (int t = 0; t < kStages - 1; ++t) keys.load(maps, stages + t * St::kElems, full0 + 8 * t, t);
@@ -342,14 +341,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     // previous iteration, which the load issued right after it refills.
     const int stage = tile % kStages;
     const int t0 = keys.begin + tile * kKeyTile;
-    {
-      const uint32_t full = full0 + 8 * stage, parity = tile / kStages % 2;
-      asm volatile(
-          "{\n.reg .pred done;\nwait_full:\n"
-          "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n@!done bra wait_full;\n}\n" ::"r"(full),
-          "r"(parity)
-          : "memory");
-    }
+    detail::mbarrier_wait(full0 + 8 * stage, tile / kStages % 2);
     if (t0 + kKeyTile > keys.end) {  // the split's last tile: V of the keys past the end is zero
       uint16_t* v_stage = stages + stage * St::kElems + St::kK;
       const int n_past = t0 + kKeyTile - keys.end;
@@ -758,11 +750,11 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
   const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
   const uint32_t bar_max = detail::smem_addr(&exchange[0]), bar_p = detail::smem_addr(&exchange[1]);
   if (threadIdx.x == 0) {  // each tile's CTA sends 16 maxima and 16 x 64 P values
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_max));
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar_p));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_max), "r"(n_tiles * 16 * 4));
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar_p), "r"(n_tiles * 16 * kKeyTile * 2));
+    detail::mbarrier_init(bar_max);
+    detail::mbarrier_init(bar_p);
+    detail::fence_mbarrier_init();
+    detail::mbarrier_arrive_expect_tx(bar_max, n_tiles * 16 * 4);
+    detail::mbarrier_arrive_expect_tx(bar_p, n_tiles * 16 * kKeyTile * 2);
   }
   detail::cluster_arrive_relaxed();  // the mbarriers are armed: waited for before the first remote store
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tq = lane % 4;

@@ -1,7 +1,7 @@
 // cuda/src/device_common.cuh — device building blocks shared by the kernels: the m16n8k16 MMA
 // (bf16/fp16 in, fp32 accumulate, in place), ldmatrix, cp.async with zero fill, storage-type
-// traits, programmatic dependent launch, and stores into a cluster peer's shared memory counted
-// by its mbarrier. Included only by .cu files of cuda/src.
+// traits, programmatic dependent launch, mbarriers, and stores into a cluster peer's shared
+// memory counted by its mbarrier. Included only by .cu files of cuda/src.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -115,11 +115,42 @@ __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
+// mbarriers (sm_90) in this CTA's shared memory, at shared address `bar`: one thread initializes
+// them for one arrival per phase (that of the thread which announces the phase's bytes by
+// mbarrier_arrive_expect_tx), then fence_mbarrier_init before another thread, a copy engine or a
+// cluster peer uses them. A phase completes when its arrival is in and the announced bytes have
+// landed (bulk copies and st.async complete their bytes on it). mbarrier_wait spins until phase
+// `parity` has completed, with acquire at CTA scope (bytes from this CTA's copies);
+// mbarrier_wait_cluster with acquire at cluster scope (bytes stored by cluster peers).
+__device__ __forceinline__ void mbarrier_init(uint32_t bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
+}
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes));
+}
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_mbarrier:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n@!done bra wait_mbarrier;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_mbarrier:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n@!done bra wait_mbarrier;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
 // Distributed shared memory (sm_90 clusters) without cluster-wide memory barriers: a value stored
 // into another CTA's shared memory by st_async_u32 completes its 4 bytes on that CTA's mbarrier,
-// which the receiver waits on with mbarrier_wait_cluster (acquire at cluster scope); the cluster
-// barrier is used relaxed, for start and exit only. Remote addresses are shared::cluster
-// addresses from cluster_map (this CTA's shared address of the same object, in CTA `rank`).
+// which the receiver waits on with mbarrier_wait_cluster; the cluster barrier is used relaxed,
+// for start and exit only. Remote addresses are shared::cluster addresses from cluster_map (this
+// CTA's shared address of the same object, in CTA `rank`).
 __device__ __forceinline__ uint32_t cluster_map(uint32_t smem, int rank) {
   uint32_t r;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem), "r"(rank));
@@ -129,13 +160,6 @@ __device__ __forceinline__ void st_async_u32(uint32_t remote, uint32_t value, ui
   asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(remote), "r"(value),
                "r"(remote_bar)
                : "memory");
-}
-__device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nwait_exchange:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n@!done bra wait_exchange;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
 }
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"); }

@@ -36,9 +36,8 @@ void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t s
 // A value that depends on the device, computed by make() on the first call on each device (the
 // current one) and then read from `cache`: the SM count, occupancy queries, and kernel attributes
 // (cudaFuncSetAttribute sets them on the kernel as loaded for the current device, so each device
-// sets them once). Calls
-// that race on a device's first use may both run make(), which must be idempotent. Devices past
-// kMaxDevices are not cached.
+// sets them once). Calls that race on a device's first use may both run make(), which must be
+// idempotent. Devices past kMaxDevices are not cached.
 constexpr int kMaxDevices = 64;
 using PerDeviceCache = std::array<std::atomic<int>, kMaxDevices>;  // value + 1; 0: not computed
 template <class F>
