@@ -20,14 +20,15 @@
 #             rectification kernel at 28/4 batch 8 64K, the selection kernels (scores, top-k) at
 #             256K for 12/2 batch 1 and 28/4 batch 8 (clocks locked to base; NCU_PROFILES picks
 #             among "decode rect select short peer topk_source merge_source rect_source
-#             short_source cluster cluster_source", default the first three; "short": the batch-1 4K decode and fused selection kernels; "peer": our dense
+#             rect_source_b8 short_source cluster cluster_source", default the first three; "short": the batch-1 4K decode and fused selection kernels; "peer": our dense
 #             decode and PyTorch SDPA's flash kernel at 28/4 batch 8 256K, with their memory
 #             workload sections;
 #             "topk_source": the top-k kernel at 12/2 batch 1 256K and 28/4 batch 8 256K with
 #             per-instruction counters and stall samples, printed as SASS with its CUDA lines,
 #             and summarized by scripts/ncu_source_summary.py; "merge_source": the same for the
 #             merge kernel of the dense decode at 12/2 batch 1 256K; "rect_source": the
-#             rectification kernel at 12/2 batch 1 256K; "short_source": the decode split kernel
+#             rectification kernel at 12/2 batch 1 256K, "rect_source_b8" at 28/4 batch 8 64K (its
+#             four-warpgroup instance); "short_source": the decode split kernel
 #             at 12/2 batch 1 4K; "cluster": the cluster decode kernel's first launch at 12/2 batch 1
 #             16K, 64K and 128K, block-sparse grids of 8, 26 and 52 clusters (PERFORMANCE.md change
 #             49: its time grows with the clusters per SM); "cluster_source": that kernel at 128K
@@ -37,6 +38,7 @@
 #                     ncu_dense_28x4_b8_256k.txt, ncu_peer_sdpa_28x4_b8_256k.txt,
 #                     ncu_topk_source_{12x2_b1,28x4_b8}_256k.csv and .txt (the summary),
 #                     ncu_{merge,rect}_source_12x2_b1_256k.csv and .txt,
+#                     ncu_rect_source_28x4_b8_64k.csv and .txt,
 #                     ncu_short_source_12x2_b1_4k.csv and .txt, ncu_cluster_12x2_b1.txt,
 #                     ncu_cluster_source_12x2_b1_128k.csv and .txt
 #             (a call builds only the targets its stages run: ncu alone builds bench_gpu)
@@ -201,6 +203,9 @@ for s in "${stages[@]}"; do
       fi
       if [[ $profiles == *" rect_source "* ]]; then  # the rectification kernel, instruction by instruction
         source_profile rect_source_12x2_b1_256k attention_split_wgmma --length 262144 --shape 12/2 --batch 1 || rc=1
+      fi
+      if [[ $profiles == *" rect_source_b8 "* ]]; then  # its four-warpgroup instance likewise
+        source_profile rect_source_28x4_b8_64k attention_split_wgmma --length 65536 --shape 28/4 --batch 8 || rc=1
       fi
       if [[ $profiles == *" cluster "* ]]; then  # the cluster decode kernel at 8, 26 and 52 clusters (block-sparse)
         for length in 16384 65536 131072; do

@@ -13,11 +13,12 @@
 //     split, CTA r scoring tile r and owning output columns [D r / 8, D (r + 1) / 8); row maxima
 //     and P meet in every CTA through distributed shared memory (st.async, counted by
 //     mbarriers), then the P·V chain runs tile after tile as in the kernel above.
-//   attention_split_wgmma_kernel  grid (split x row group, KV head, sequence), for more rows
-//     (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper wgmma,
-//     up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle that the
-//     bulk tensor copy engine fills. Rows whose causal limit lies before a tile keep their state
-//     exactly.
+//   attention_split_wgmma_kernel  grid (split group x row group, KV head, sequence), for more
+//     rows (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper
+//     wgmma, up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle
+//     that the bulk tensor copy engine fills; a CTA reduces a group of consecutive splits, one
+//     partial each, and its warpgroups meet at no barrier per tile. Rows whose causal limit lies
+//     before a tile keep their state exactly.
 //   attention_merge_kernel  grid (row, KV head, sequence), one warp per 32 columns; folds a row's
 //     split partials left to right with the shared merge rule and writes acc / l.
 //
@@ -99,25 +100,32 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
   return (nb - 1) * p.block_size + (L - last * p.block_size);
 }
 
-// The keys one CTA reduces: split `split` of the causal KV list of (sequence b, KV head kvh), in
-// 64-key tiles, and the loader of one tile into a KvStage. (Gathered keys never reach the wgmma
-// kernel: block-sparse attention has n_new = 1 and groups are at most 8, so its rows fit the
+// The keys one CTA reduces: splits [first, last) of the causal KV list of (sequence b, KV head
+// kvh), as 64-key tiles numbered across the splits (split_len / 64 per split; only the list's last
+// split can have fewer), and the loader of one tile into a KvStage. (Gathered keys never reach the
+// wgmma kernel: block-sparse attention has n_new = 1 and groups are at most 8, so its rows fit the
 // decode kernel; launch() checks.)
 template <class T, int D>
-struct SplitKeys {
-  int begin, end, n_tiles, slot;
+struct CtaKeys {
+  int first, last, split_len, n_keys, tiles_per_split, n_tiles, slot;
 
-  __device__ SplitKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int split)
-      : begin(split * p.schedule.split_len), end(min(begin + p.schedule.split_len, n_keys)),
-        n_tiles((end - begin + kKeyTile - 1) / kKeyTile), slot(b * p.kv.n_kv_heads + kvh) {}
-  // Thread 0 issues tile `tile` (nothing past the last) into `stage` by the bulk tensor copy
-  // engine: K's and V's column blocks, completing on the stage's mbarrier `full`, armed with their
-  // bytes. Keys past the cache's capacity read as zeros; keys past the split's end are real cache
-  // contents, which the kernel clears from V (K's scores there are masked).
+  __device__ CtaKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int first, int last)
+      : first(first), last(last), split_len(p.schedule.split_len), n_keys(n_keys),
+        tiles_per_split(split_len / kKeyTile), slot(b * p.kv.n_kv_heads + kvh) {
+    n_tiles = (last - 1 - first) * tiles_per_split + (end_of(last - 1) - begin_of(last - 1) + kKeyTile - 1) / kKeyTile;
+  }
+  __device__ int begin_of(int split) const { return split * split_len; }
+  __device__ int end_of(int split) const { return min(begin_of(split) + split_len, n_keys); }
+  __device__ int split_of(int tile) const { return first + tile / tiles_per_split; }
+  __device__ int first_key(int tile) const { return begin_of(split_of(tile)) + tile % tiles_per_split * kKeyTile; }
+  // The calling thread issues tile `tile` (nothing past the last) into `stage` by the bulk tensor
+  // copy engine: K's and V's column blocks, completing on the stage's mbarrier `full`, armed with
+  // their bytes. Keys past the cache's capacity read as zeros; keys past the list's end are real
+  // cache contents, which the kernel clears from V (K's scores there are masked).
   __device__ void load(const KvMaps& maps, uint16_t* stage, uint32_t full, int tile) const {
     using St = KvStage<D>;
-    if (tile >= n_tiles || threadIdx.x != 0) return;
-    const int t0 = begin + tile * kKeyTile;
+    if (tile >= n_tiles) return;
+    const int t0 = first_key(tile);
     detail::mbarrier_arrive_expect_tx(full, 2 * St::kBlocks * St::kBlockElems * 2);
 #pragma unroll
     for (int blk = 0; blk < St::kBlocks; ++blk) {
@@ -215,7 +223,9 @@ struct PartialSlot {
 };
 
 // Rectification and chunked prefill: all query rows of a KV head (up to four warpgroups of 64)
-// in one CTA, so each split's K/V is read once. Per 64-key tile each warpgroup computes its
+// in one CTA, so each split's K/V is read once; the CTA reduces wgmma_splits_per_cta consecutive
+// splits one after the other (the partial of each is what a CTA of its own would write), so its
+// prologue is paid once for all of them. Per 64-key tile each warpgroup computes its
 // 64x64 scores as eight chained wgmma k16 steps (Q and K from shared memory) and P·[V | 1] as
 // four chained 64x(D+8) steps (P from registers; the ones column gives the row sums l), which
 // is per element the arithmetic of mma.sync m16n8k16 chains (cuda/lab/wgmma_probe.cu) and so of
@@ -237,28 +247,34 @@ size_t wgmma_smem_bytes(int warpgroups) {
 template <class T, int D, int kWarpgroupsBound>
 __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     attention_split_wgmma_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, int row_groups,
-                                 const __grid_constant__ KvMaps maps) {
+                                 int splits_per_cta, const __grid_constant__ KvMaps maps) {
   using St = KvStage<D>;
   extern __shared__ __align__(1024) uint16_t smem_raw[];
   __shared__ __align__(8) uint64_t stage_full[kStages];  // the copy engine's completion, per stage
+  __shared__ uint32_t stage_released[kStages];  // warps done with the stage, counted over the kernel
   detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
   detail::wait_for_previous_grid();
   uint16_t* smem = smem_raw + (1024 - detail::smem_addr(smem_raw) % 1024) % 1024 / 2;
   uint16_t* stages = smem;                          // kStages x KvStage
   uint16_t* qs = smem + kStages * St::kElems;       // [warpgroups * 64][D], core-matrix layout
-  const int split = blockIdx.x / row_groups, row_group = blockIdx.x % row_groups;
+  const int split_group = blockIdx.x / row_groups, row_group = blockIdx.x % row_groups;
   const int kvh = blockIdx.y, b = blockIdx.z;
   const int g = p.n_q_heads / p.kv.n_kv_heads;
   const int L = p.kv.length[b];
   const int n_keys = row_keys_max(p, b, kvh, L);
-  if (split * p.schedule.split_len >= n_keys) return;
-  const SplitKeys<T, D> keys(p, b, kvh, n_keys, split);
   // Causal limit (keys) of a row; rows are ordered by token, so limits grow with the row.
   auto limit_of = [&](int r) { return L - p.n_new + r / g + 1; };
 
   const int cta_row0 = row_group * kMaxWarpgroups * kWgRows;
   const int cta_rows = blockDim.x / 128 * kWgRows;
-  if (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) <= keys.begin) return;
+  // The CTA's splits: its group of splits_per_cta, up to the last one where its last row has keys
+  // (limits never exceed n_keys).
+  const int split_len = p.schedule.split_len;
+  const int first_split = split_group * splits_per_cta;
+  const int last_split = min(first_split + splits_per_cta,
+                             (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len);
+  if (first_split >= last_split) return;
+  const CtaKeys<T, D> keys(p, b, kvh, n_keys, first_split, last_split);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tq = lane % 4;
   // The warpgroup index broadcast from lane 0: the compiler then knows it is warp-uniform and keeps
@@ -267,7 +283,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   const int wg_row0 = cta_row0 + wg * kWgRows;
   const int wg_rows = min(kWgRows, rows_per_head - wg_row0);  // <= 0 in a last row group's spare warpgroups
   const int wg_first_limit = limit_of(wg_row0);
-  const bool wg_has_keys = wg_rows > 0 && limit_of(wg_row0 + wg_rows - 1) > keys.begin;
+  const int wg_last_limit = wg_rows > 0 ? limit_of(wg_row0 + wg_rows - 1) : 0;  // 0: no rows, no keys
 
   // Q rows of the CTA (zeros past the last row), in the first cp.async group. Thread t copies
   // 16-byte part t / 8 % (D / 8) of rows t % 8 + 8 (t / D) + k (blockDim.x / (D / 8)): blockDim.x
@@ -305,13 +321,17 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     }
   }
   const uint32_t full0 = detail::smem_addr(&stage_full[0]);
+  const uint32_t released0 = detail::smem_addr(&stage_released[0]);
   if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) detail::mbarrier_init(full0 + 8 * st);
+    for (int st = 0; st < kStages; ++st) detail::mbarrier_init(full0 + 8 * st), stage_released[st] = 0;
     detail::fence_mbarrier_init();
+    for (int t = 0; t < kStages; ++t) keys.load(maps, stages + t * St::kElems, full0 + 8 * t, t);
   }
-  __syncthreads();  // the barriers are initialized before the copies arrive on them
-  for (int t = 0; t < kStages - 1; ++t) keys.load(maps, stages + t * St::kElems, full0 + 8 * t, t);
   detail::cp_async_wait<0>();  // Q
+  // Q and the ones block, written through the generic proxy, before the tensor cores read them;
+  // the barrier also publishes the mbarriers' and counters' initialization.
+  detail::fence_proxy_async();
+  __syncthreads();
 
   int row[2], limit[2];
   bool row_valid[2];
@@ -320,10 +340,8 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
     row_valid[h] = row[h] < rows_per_head;
     limit[h] = limit_of(row_valid[h] ? row[h] : 0);
   }
-  float m[2] = {neg_inf(), neg_inf()};
+  float m[2];
   float acc[D / 8 + 1][4];  // output columns, then the row sums l (the ones column)
-#pragma unroll
-  for (int j = 0; j <= D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   // Matrix descriptors: Q of this warpgroup and K, V of stage 0; a k16 step, a 16-key group of V
   // and a stage are constant byte offsets from these.
   constexpr uint32_t k_sbo = St::kKChunks * 128;
@@ -336,22 +354,33 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   const uint64_t k_desc0 = detail::wgmma_desc_sw128(stages, 16, 1024);
   const uint64_t v_desc0 = detail::wgmma_desc_sw128(stages + St::kK, St::kBlockElems * 2, 1024);
 
-  for (int tile = 0; tile < keys.n_tiles; ++tile) {
-    // One barrier per tile: it publishes this tile's stage and also retires the stage read in the
-    // previous iteration, which the load issued right after it refills.
+  // No CTA barrier per tile: each warpgroup runs ahead as far as the stages allow, so one
+  // warpgroup's softmax can run while another's chains hold the tensor cores. A stage is refilled
+  // (tile + kStages) by the last warp to finish reading it, counted in stage_released.
+  // The splits' partial states follow each other in the same registers: each split starts empty
+  // and ends with its partials written.
+  const int n_warps = blockDim.x / 32;
+  int split = first_split - 1, begin = 0, end = 0;  // the tile's split and its keys [begin, end)
+  for (int tile = 0, t0 = keys.begin_of(first_split); tile < keys.n_tiles; ++tile, t0 += kKeyTile) {
     const int stage = tile % kStages;
-    const int t0 = keys.begin + tile * kKeyTile;
-    detail::mbarrier_wait(full0 + 8 * stage, tile / kStages % 2);
-    if (t0 + kKeyTile > keys.end) {  // the split's last tile: V of the keys past the end is zero
-      uint16_t* v_stage = stages + stage * St::kElems + St::kK;
-      const int n_past = t0 + kKeyTile - keys.end;
-      for (int i = threadIdx.x; i < n_past * D; i += blockDim.x)
-        v_stage[detail::sw128_offset(keys.end - t0 + i / D, i % D, kKeyTile)] = 0;
+    if (t0 >= end) {  // the next split (consecutive, so it begins at t0): an empty state
+      ++split;
+      begin = t0;
+      end = keys.end_of(split);
+      m[0] = m[1] = neg_inf();
+#pragma unroll
+      for (int j = 0; j <= D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     }
-    detail::fence_proxy_async();
-    __syncthreads();
-    keys.load(maps, stages + (tile + kStages - 1) % kStages * St::kElems, full0 + 8 * ((tile + kStages - 1) % kStages),
-              tile + kStages - 1);
+    const bool wg_has_keys = wg_last_limit > begin;
+    detail::mbarrier_wait(full0 + 8 * stage, tile / kStages % 2);
+    if (t0 + kKeyTile > end) {  // the list's last tile (for every warp): V of the keys past its end is zero
+      uint16_t* v_stage = stages + stage * St::kElems + St::kK;
+      const int n_past = t0 + kKeyTile - end;
+      for (int i = threadIdx.x; i < n_past * D; i += blockDim.x)
+        v_stage[detail::sw128_offset(end - t0 + i / D, i % D, kKeyTile)] = 0;
+      detail::fence_proxy_async();
+      __syncthreads();
+    }
     const uint16_t* ks = stages + stage * St::kElems;
     const uint16_t* vs = ks + St::kK;
     if (wg_has_keys) {
@@ -460,16 +489,22 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
         row_sums<T>(acc[D / 8], pa, active);
       }
     }
-  }
-  // Partials of rows that have keys in this split.
+    // This warp's reads of the stage are done (the chains waited for, the fragments in registers).
+    __syncwarp();
+    if (lane == 0 && detail::count_arrival_acq_rel(released0 + 4 * stage) == (tile / kStages + 1) * n_warps - 1)
+      keys.load(maps, stages + stage * St::kElems, full0 + 8 * stage, tile + kStages);
+    if (t0 + kKeyTile >= end) {
+      // The split's last tile: partials of the rows that have keys in it.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if (!row_valid[h] || limit[h] <= keys.begin) continue;
-    const PartialSlot out(p, D, b, kvh, split, max_splits, rows_per_head, row[h]);
+      for (int h = 0; h < 2; ++h) {
+        if (!row_valid[h] || limit[h] <= begin) continue;
+        const PartialSlot out(p, D, b, kvh, split, max_splits, rows_per_head, row[h]);
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-      *reinterpret_cast<float2*>(out.acc + 8 * j + 2 * tq) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
-    if (tq == 0) out.ml[0] = m[h], out.ml[1] = acc[D / 8][2 * h];
+        for (int j = 0; j < D / 8; ++j)
+          *reinterpret_cast<float2*>(out.acc + 8 * j + 2 * tq) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
+        if (tq == 0) out.ml[0] = m[h], out.ml[1] = acc[D / 8][2 * h];
+      }
+    }
   }
 }
 
@@ -1178,6 +1213,22 @@ CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
                                      "cuda::attention (the KV cache's tensor map)");
 }
 
+// Consecutive splits per CTA of the wgmma kernel: each CTA pays its prologue (Q, the ones block,
+// the first tiles' latency) once for all its splits, against the last wave's idle SMs when the
+// grid gets short. Picks the count in 1..8 that minimizes waves x (splits per CTA + the prologue,
+// counted as a quarter of a split); ties go to fewer. `ctas_per_split` is the grid's other
+// dimensions (row groups x KV heads x sequences).
+int wgmma_splits_per_cta(int max_splits, int ctas_per_split, int sms) {
+  int best = 1;
+  double best_cost = 0;
+  for (int s = 1; s <= std::min(8, max_splits); ++s) {
+    const long long ctas = static_cast<long long>((max_splits + s - 1) / s) * ctas_per_split;
+    const double cost = static_cast<double>((ctas + sms - 1) / sms) * (s + 0.25);
+    if (s == 1 || cost < best_cost) best = s, best_cost = cost;
+  }
+  return best;
+}
+
 template <class T, int D>
 void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
@@ -1193,7 +1244,8 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
                             " rows per KV head (at most 16 are supported)");
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
-    const dim3 grid(max_splits * row_groups, hkv, p.kv.batch);
+    const int splits_per_cta = wgmma_splits_per_cta(max_splits, row_groups * hkv * p.kv.batch, detail::sm_count());
+    const dim3 grid((max_splits + splits_per_cta - 1) / splits_per_cta * row_groups, hkv, p.kv.batch);
     const size_t smem = wgmma_smem_bytes<D>(warpgroups);
     // Three warpgroups or fewer: one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification).
     // The shared-memory attribute is set for the instance launched only, once per device.
@@ -1203,7 +1255,7 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     detail::allow_dynamic_smem(configured[three], kernel, wgmma_smem_bytes<D>(three ? 3 : kMaxWarpgroups));
     const KvMaps maps{kv_tile_map(p.kv.k, p.kv), kv_tile_map(p.kv.v, p.kv)};
     detail::launch_dependent(kernel, grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows,
-                             max_splits, row_groups, maps);
+                             max_splits, row_groups, splits_per_cta, maps);
   }
   static detail::PerDeviceCache merge_configured;
   detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));

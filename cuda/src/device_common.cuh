@@ -146,6 +146,15 @@ __device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t par
       : "memory");
 }
 
+// A counter in this CTA's shared memory (shared address `addr`) increased by one, with release and
+// acquire at CTA scope: what the calling thread did before (its reads of a buffer) happens before
+// what the thread that later reads the count does after. Returns the count before the increment.
+__device__ __forceinline__ uint32_t count_arrival_acq_rel(uint32_t addr) {
+  uint32_t before;
+  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n" : "=r"(before) : "r"(addr) : "memory");
+  return before;
+}
+
 // Distributed shared memory (sm_90 clusters) without cluster-wide memory barriers: a value stored
 // into another CTA's shared memory by st_async_u32 completes its 4 bytes on that CTA's mbarrier,
 // which the receiver waits on with mbarrier_wait_cluster; the cluster barrier is used relaxed,
