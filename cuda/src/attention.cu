@@ -107,10 +107,10 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
 // decode kernel; launch() checks.)
 template <class T, int D>
 struct CtaKeys {
-  int first, last, split_len, n_keys, tiles_per_split, n_tiles, slot;
+  int first, split_len, n_keys, tiles_per_split, n_tiles, slot;
 
   __device__ CtaKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int first, int last)
-      : first(first), last(last), split_len(p.schedule.split_len), n_keys(n_keys),
+      : first(first), split_len(p.schedule.split_len), n_keys(n_keys),
         tiles_per_split(split_len / kKeyTile), slot(b * p.kv.n_kv_heads + kvh) {
     n_tiles = (last - 1 - first) * tiles_per_split + (end_of(last - 1) - begin_of(last - 1) + kKeyTile - 1) / kKeyTile;
   }
