@@ -72,11 +72,13 @@ done
 python3 - "$json" "$runs" "$overlay" <<'EOF' | tee "$OUT/ab.txt"
 import glob, json, statistics, sys
 folder, runs = sys.argv[1], int(sys.argv[2])
-times = {}  # (kernel, shape, batch, L) -> {variant: [us, ...]}
+times = {}  # (kernel, shape, batch, L or "L/capacity") -> {variant: [us, ...]}
 for path in sorted(glob.glob(folder + "/*.json")):
     variant = path.rsplit("/", 1)[1].split("@")[0]
-    for row in json.load(open(path))["rows"]:
-        key = (row["kernel"], row["shape"], row["batch"], row["L"])
+    bench = json.load(open(path))
+    for row in bench["rows"]:
+        length = f"{row['L']}/{bench['capacity']}" if bench.get("capacity") else row["L"]
+        key = (row["kernel"], row["shape"], row["batch"], length)
         times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
 bs = sorted({v for t in times.values() for v in t if v != "a"})
 print(f"A/B over {runs} alternating runs (median us); B = " + (f"the tree with {sys.argv[3]} over it" if sys.argv[3] else "-DRESA_AB_B") + (f" under {', '.join(b[1:] for b in bs)}" if bs != ["b"] else ""))

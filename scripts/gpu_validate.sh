@@ -12,7 +12,10 @@
 #             (SANITIZERS="initcheck" runs a subset of the tools)
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
+#             then 4K-64K sequences in caches of 256K + 33 tokens (every kernel launched for the
+#             capacity, as the step functions do)      -> bench_long_cache.log, bench_long_cache.json
 #             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
+#             or long caches
 #   sass      SASS opcode counts per kernel (cuobjdump) and the listings of the rectification and
 #             merge kernels (bf16, d = 128): what the compiler made of the source
 #                                                     -> sass.txt, sass_wgmma.txt, sass_merge.txt
@@ -165,6 +168,8 @@ for s in "${stages[@]}"; do
       $build/cuda/bench_gpu --json "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || rc=1
       if [ -z "${BENCH_ARGS:-}" ]; then
         python3 scripts/bench_peers.py --flex --json "$OUT/peers.json" >>"$OUT/bench.log" 2>&1 || echo "peers: failed (see bench.log)"
+        $build/cuda/bench_gpu --capacity 262177 --length 4096 --length 16384 --length 65536 \
+          --json "$OUT/bench_long_cache.json" >"$OUT/bench_long_cache.log" 2>&1 || rc=1
       fi
       tail -60 "$OUT/bench.log" ;;
     train)

@@ -67,6 +67,9 @@ def main():
     bench = read(args.dirs, "bench.log")
     if bench:
         out += ["## Benchmark (baseline)", "```", bench.strip(), "```", ""]
+    long_cache = read(args.dirs, "bench_long_cache.log")
+    if long_cache:
+        out += ["## Benchmark, short sequences in a long cache (`bench_gpu --capacity`)", "```", long_cache.strip(), "```", ""]
     bench_dir = next((d for d in args.dirs if (pathlib.Path(d) / "bench.json").exists()), None)
     if bench_dir:  # the table and the targets, by scripts/perf_table.py from the same run
         out += ["## Performance table and targets (`scripts/perf_table.py`)", "", perf_table.report(bench_dir, label=name), ""]

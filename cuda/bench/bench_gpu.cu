@@ -5,7 +5,11 @@
 // the amortized ReSA step (sparse step + rectification / f) — time, bytes that must move, and the
 // fraction of the measured copy bandwidth. Inputs rotate over enough copies to defeat the L2.
 // Run: build/gpu/cuda/bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]
-// (the last three keep only the cases named; the default is the whole table)
+//                               [--capacity C]
+// (--length, --batch and --shape keep only the cases named; the default is the whole table. The
+// cache holds L + 33 tokens unless --capacity C sizes every case's cache at C tokens, as a server
+// sizes it for its longest sequence: then each kernel is launched for C keys (max_keys) while the
+// sequences hold L, the case of a short sequence in a long cache.)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -78,21 +82,28 @@ struct Row {
   double us, bytes, frac_bw, speedup;
 };
 
+constexpr int kRectChunk = 32;  // f, the tokens a rectification rewrites
+
 struct Case {
   int hq, hkv;
   int batch;
   int L;
+  int capacity;  // tokens the cache holds; 0: L + f + 1 (room for the rectified chunk and one more)
 };
 
 void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
-  const int d = 128, f = 32;
+  const int d = 128, f = kRectChunk;
   const resa::AttentionShape shape{c.hq, c.hkv, d};
   const resa::Schedule s = resa::make_schedule(shape);
   resa::SparseConfig cfg;  // b=16, ratio 1/10, n_min 16, f 32
-  const int cap = c.L + f + 1;
+  const int cap = c.capacity ? c.capacity : c.L + f + 1;
   const size_t kv_elems = static_cast<size_t>(c.batch) * c.hkv * cap * d;
+  // Enough copies that the keys the kernels read (L per head) outgrow the L2, as many as fit in
+  // 48 GB when the capacity is far above L.
   const double kv_bytes_one = static_cast<double>(kv_elems) * 2 * sizeof(bf16);
-  const int copies = std::max(1, std::min(8, static_cast<int>(std::ceil(400e6 / kv_bytes_one))));
+  const double kv_bytes_read = static_cast<double>(c.batch) * c.hkv * c.L * d * 2 * sizeof(bf16);
+  const int copies = std::max(1, std::min({8, static_cast<int>(std::ceil(400e6 / kv_bytes_read)),
+                                           static_cast<int>(48e9 / kv_bytes_one)}));
   std::vector<rc::DeviceBuffer<bf16>> K, V, KMIN, KMAX;
   std::vector<rc::DeviceBuffer<int32_t>> LEN;
   const int max_blocks = static_cast<int>(resa::num_blocks(cap, cfg.block_size));
@@ -217,14 +228,17 @@ int main(int argc, char** argv) {
   std::vector<int> only_lengths;
   int only_batch = 0;
   std::string only_shape;
+  int capacity = 0;
+  const char* usage = "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV] [--capacity C]\n";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--length") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_lengths.push_back(std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) only_shape = argv[++i];
+    else if (!std::strcmp(argv[i], "--capacity") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) capacity = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]\n");
+      std::fprintf(stderr, "%s", usage);
       return 2;
     }
   }
@@ -239,12 +253,19 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     std::vector<int> lengths = quick ? std::vector<int>{4096, 65536} : std::vector<int>{4096, 16384, 65536, 131072, 262144};
     if (!only_lengths.empty()) lengths = only_lengths;
+    for (int L : lengths)
+      if (capacity && capacity < L + kRectChunk + 1) {
+        std::fprintf(stderr, "bench_gpu: --capacity %d is below length %d + %d (the rectified chunk and one more token)\n%s",
+                     capacity, L, kRectChunk + 1, usage);
+        return 2;
+      }
+    if (capacity) std::printf("cache capacity: %d tokens for every length\n\n", capacity);
     for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}})
       for (int batch : {1, 8})
         for (int L : lengths) {
           if ((only_batch && batch != only_batch) || (!only_shape.empty() && only_shape != std::to_string(hq) + "/" + std::to_string(hkv)))
             continue;
-          run_case({hq, hkv, batch, L}, bw, rows);
+          run_case({hq, hkv, batch, L, capacity}, bw, rows);
         }
     std::printf("%-36s %-5s %5s %7s %10s %10s %7s %8s\n", "kernel", "Hq/Hkv", "batch", "L", "time us", "MB", "%BW", "x dense");
     for (const Row& r : rows)
@@ -253,7 +274,8 @@ int main(int argc, char** argv) {
     if (!json.empty()) {
       FILE* fj = std::fopen(json.c_str(), "w");
       if (!fj) throw std::runtime_error("cannot write " + json);
-      std::fprintf(fj, "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"rows\": [\n", dev.name.c_str(), bw);
+      std::fprintf(fj, "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"capacity\": %d, \"rows\": [\n", dev.name.c_str(), bw,
+                   capacity);
       for (size_t i = 0; i < rows.size(); ++i) {
         const Row& r = rows[i];
         std::fprintf(fj, "  {\"kernel\": \"%s\", \"shape\": \"%s\", \"batch\": %d, \"L\": %ld, \"us\": %.3f, \"bytes\": %.0f, "

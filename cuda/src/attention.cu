@@ -16,9 +16,9 @@
 //   attention_split_wgmma_kernel  grid (split group x row group, KV head, sequence), for more
 //     rows (rectification, prefill chunks; causal keys only): the same arithmetic with Hopper
 //     wgmma, up to 256 rows per CTA, over three stages of 64-key tiles in the 128-byte swizzle
-//     that the bulk tensor copy engine fills; a CTA reduces a group of consecutive splits, one
-//     partial each, and its warpgroups meet at no barrier per tile. Rows whose causal limit lies
-//     before a tile keep their state exactly.
+//     that the bulk tensor copy engine fills; a CTA reduces interleaved splits (its split group's
+//     first, then every split-group-count-th), one partial each, and its warpgroups meet at no
+//     barrier per tile. Rows whose causal limit lies before a tile keep their state exactly.
 //   attention_merge_kernel  grid (row, KV head, sequence), one warp per 32 columns; folds a row's
 //     split partials left to right with the shared merge rule and writes acc / l.
 //
@@ -100,24 +100,27 @@ __device__ __forceinline__ int row_keys_max(const AttentionParams<T>& p, int b, 
   return (nb - 1) * p.block_size + (L - last * p.block_size);
 }
 
-// The keys one CTA reduces: splits [first, last) of the causal KV list of (sequence b, KV head
-// kvh), as 64-key tiles numbered across the splits (split_len / 64 per split; only the list's last
-// split can have fewer), and the loader of one tile into a KvStage. (Gathered keys never reach the
-// wgmma kernel: block-sparse attention has n_new = 1 and groups are at most 8, so its rows fit the
-// decode kernel; launch() checks.)
+// The keys one CTA reduces: splits first, first + stride, ... (count of them) of the causal KV
+// list of (sequence b, KV head kvh), as 64-key tiles numbered across the splits (split_len / 64
+// per split; only the list's last split, the CTA's last if it has it, can have fewer), and the
+// loader of one tile into a KvStage. (Gathered keys never reach the wgmma kernel: block-sparse
+// attention has n_new = 1 and groups are at most 8, so its rows fit the decode kernel; launch()
+// checks.)
 template <class T, int D>
 struct CtaKeys {
-  int first, split_len, n_keys, tiles_per_split, n_tiles, slot;
+  int first, stride, split_len, n_keys, tiles_per_split, n_tiles, slot;
 
-  __device__ CtaKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int first, int last)
-      : first(first), split_len(p.schedule.split_len), n_keys(n_keys),
+  __device__ CtaKeys(const AttentionParams<T>& p, int b, int kvh, int n_keys, int first, int stride, int count)
+      : first(first), stride(stride), split_len(p.schedule.split_len), n_keys(n_keys),
         tiles_per_split(split_len / kKeyTile), slot(b * p.kv.n_kv_heads + kvh) {
-    n_tiles = (last - 1 - first) * tiles_per_split + (end_of(last - 1) - begin_of(last - 1) + kKeyTile - 1) / kKeyTile;
+    const int last = first + (count - 1) * stride;
+    n_tiles = (count - 1) * tiles_per_split + (end_of(last) - begin_of(last) + kKeyTile - 1) / kKeyTile;
   }
   __device__ int begin_of(int split) const { return split * split_len; }
   __device__ int end_of(int split) const { return min(begin_of(split) + split_len, n_keys); }
-  __device__ int split_of(int tile) const { return first + tile / tiles_per_split; }
-  __device__ int first_key(int tile) const { return begin_of(split_of(tile)) + tile % tiles_per_split * kKeyTile; }
+  __device__ int first_key(int tile) const {
+    return begin_of(first + tile / tiles_per_split * stride) + tile % tiles_per_split * kKeyTile;
+  }
   // The calling thread issues tile `tile` (nothing past the last) into `stage` by the bulk tensor
   // copy engine: K's and V's column blocks, completing on the stage's mbarrier `full`, armed with
   // their bytes. Keys past the cache's capacity read as zeros; keys past the list's end are real
@@ -223,9 +226,9 @@ struct PartialSlot {
 };
 
 // Rectification and chunked prefill: all query rows of a KV head (up to four warpgroups of 64)
-// in one CTA, so each split's K/V is read once; the CTA reduces wgmma_splits_per_cta consecutive
-// splits one after the other (the partial of each is what a CTA of its own would write), so its
-// prologue is paid once for all of them. Per 64-key tile each warpgroup computes its
+// in one CTA, so each split's K/V is read once; the CTA reduces up to wgmma_splits_per_cta
+// interleaved splits one after the other (the partial of each is what a CTA of its own would
+// write), so its prologue is paid once for all of them. Per 64-key tile each warpgroup computes its
 // 64x64 scores as eight chained wgmma k16 steps (Q and K from shared memory) and P·[V | 1] as
 // four chained 64x(D+8) steps (P from registers; the ones column gives the row sums l), which
 // is per element the arithmetic of mma.sync m16n8k16 chains (cuda/lab/wgmma_probe.cu) and so of
@@ -267,14 +270,16 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 
   const int cta_row0 = row_group * kMaxWarpgroups * kWgRows;
   const int cta_rows = blockDim.x / 128 * kWgRows;
-  // The CTA's splits: its group of splits_per_cta, up to the last one where its last row has keys
-  // (limits never exceed n_keys).
+  // The CTA's splits: split_group, then every gridDim.x / row_groups-th split after it, at most
+  // splits_per_cta, up to the last one where its last row has keys (limits never exceed n_keys).
+  // Interleaved rather than consecutive, so that a sequence shorter than the grid's max_keys, which
+  // sizes the grid, still spreads its splits over as many CTAs.
   const int split_len = p.schedule.split_len;
-  const int first_split = split_group * splits_per_cta;
-  const int last_split = min(first_split + splits_per_cta,
-                             (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len);
-  if (first_split >= last_split) return;
-  const CtaKeys<T, D> keys(p, b, kvh, n_keys, first_split, last_split);
+  const int split_groups = gridDim.x / row_groups;
+  const int n_splits = (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len;
+  if (split_group >= n_splits) return;
+  const int split_count = min(splits_per_cta, (n_splits - 1 - split_group) / split_groups + 1);
+  const CtaKeys<T, D> keys(p, b, kvh, n_keys, split_group, split_groups, split_count);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tq = lane % 4;
   // The warpgroup index broadcast from lane 0: the compiler then knows it is warp-uniform and keeps
@@ -360,12 +365,12 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   // The splits' partial states follow each other in the same registers: each split starts empty
   // and ends with its partials written.
   const int n_warps = blockDim.x / 32;
-  int split = first_split - 1, begin = 0, end = 0;  // the tile's split and its keys [begin, end)
-  for (int tile = 0, t0 = keys.begin_of(first_split); tile < keys.n_tiles; ++tile, t0 += kKeyTile) {
+  int split = -1, begin = 0, end = 0;  // the tile's split and its keys [begin, end)
+  for (int tile = 0, t0 = 0; tile < keys.n_tiles; ++tile, t0 += kKeyTile) {
     const int stage = tile % kStages;
-    if (t0 >= end) {  // the next split (consecutive, so it begins at t0): an empty state
-      ++split;
-      begin = t0;
+    if (t0 >= end) {  // the next split: an empty state
+      split = split < 0 ? keys.first : split + keys.stride;
+      begin = t0 = keys.begin_of(split);
       end = keys.end_of(split);
       m[0] = m[1] = neg_inf();
 #pragma unroll
@@ -1213,17 +1218,26 @@ CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
                                      "cuda::attention (the KV cache's tensor map)");
 }
 
-// Consecutive splits per CTA of the wgmma kernel: each CTA pays its prologue (Q, the ones block,
-// the first tiles' latency) once for all its splits, against the last wave's idle SMs when the
-// grid gets short. Picks the count in 1..8 that minimizes waves x (splits per CTA + the prologue,
-// counted as a quarter of a split); ties go to fewer. `ctas_per_split` is the grid's other
+// Splits per CTA of the wgmma kernel: each CTA pays its prologue (Q, the ones block, the first
+// tiles' latency) once for all its splits, against the last wave's idle SMs when the grid gets
+// short. Picks the count in 1..8 that minimizes waves x (the most splits a CTA gets + the
+// prologue, counted as a quarter of a split), ties to fewer, where a CTA whose only split is the
+// list's last one, under half a split of keys, is not counted: max_keys (the cache's capacity
+// from rectify(), L + 33 in bench_gpu) often ends just past a split boundary, and counting that
+// sliver as a wave of its own took two splits per CTA at batch 8 4K for a one-wave grid (12/2
+// rectification 68 -> 88 us, PERFORMANCE.md change 55). `ctas_per_split` is the grid's other
 // dimensions (row groups x KV heads x sequences).
-int wgmma_splits_per_cta(int max_splits, int ctas_per_split, int sms) {
+int wgmma_splits_per_cta(int max_keys, int split_len, int ctas_per_split, int sms) {
+  const int n = (max_keys + split_len - 1) / split_len;  // splits of the longest list
+  const bool last_under_half = 2 * (max_keys - (n - 1) * split_len) < split_len;
   int best = 1;
   double best_cost = 0;
-  for (int s = 1; s <= std::min(8, max_splits); ++s) {
-    const long long ctas = static_cast<long long>((max_splits + s - 1) / s) * ctas_per_split;
-    const double cost = static_cast<double>((ctas + sms - 1) / sms) * (s + 0.25);
+  for (int s = 1; s <= std::min(8, n); ++s) {
+    const int groups = (n + s - 1) / s;  // split groups: CtaKeys takes every groups-th split
+    const int most = (n + groups - 1) / groups;
+    const int counted = groups - (n - 1 < groups && last_under_half ? 1 : 0);
+    const long long ctas = static_cast<long long>(counted) * ctas_per_split;
+    const double cost = static_cast<double>((ctas + sms - 1) / sms) * (most + 0.25);
     if (s == 1 || cost < best_cost) best = s, best_cost = cost;
   }
   return best;
@@ -1244,7 +1258,8 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
                             " rows per KV head (at most 16 are supported)");
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
-    const int splits_per_cta = wgmma_splits_per_cta(max_splits, row_groups * hkv * p.kv.batch, detail::sm_count());
+    const int splits_per_cta =
+        wgmma_splits_per_cta(p.max_keys, p.schedule.split_len, row_groups * hkv * p.kv.batch, detail::sm_count());
     const dim3 grid((max_splits + splits_per_cta - 1) / splits_per_cta * row_groups, hkv, p.kv.batch);
     const size_t smem = wgmma_smem_bytes<D>(warpgroups);
     // Three warpgroups or fewer: one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification).

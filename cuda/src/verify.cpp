@@ -543,11 +543,14 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_dense_and_chunk<bf16>(rec, {g * hkv, hkv, d}, ls, fills[i % 3], chunks[i % 4], seed++);
     verify_dense_and_chunk<fp16>(rec, {g * hkv, hkv, d}, ls, fills[(i + 1) % 3], chunks[(i + 2) % 4], seed++);
   });
-  // The wgmma kernel's CTAs of several consecutive splits (wgmma_splits_per_cta, grid sizes for a
-  // 132-SM card): 32-row chunks of one warpgroup over 16 KV heads x 2 sequences, 6 splits in CTAs
-  // of 2 (D = 128), and over 8 KV heads x 4 sequences, 9 splits in CTAs of 3, the last one short.
+  // The wgmma kernel's CTAs of several interleaved splits (wgmma_splits_per_cta, grid sizes for a
+  // 132-SM card), 32-row chunks of one warpgroup. 16 KV heads x 2 sequences: 6 splits in 3 split
+  // groups (D = 128; the CTA of splits 2 and 5 ends on the short last one, the 2100-key
+  // sequence's CTAs have 2, 2 and 1). 8 KV heads x 3 sequences: 40 splits in 5 groups of 8 (D =
+  // 64); the sequences of 3000 and 40 keys, shorter than the grid's max_keys, have 6 splits over
+  // the five CTAs and one split in the first CTA, the others returning at once.
   verify_dense_and_chunk<bf16>(rec, {16, 16, 128}, {2600, 2100}, Fill::Normal, 32, seed++);
-  verify_dense_and_chunk<bf16>(rec, {8, 8, 64}, {4100, 3000, 4097, 40}, Fill::Spread, 32, seed++);
+  verify_dense_and_chunk<bf16>(rec, {8, 8, 64}, {20000, 3000, 40}, Fill::Spread, 32, seed++);
   // Every instance of the decode kernel (cuda/src/attention.cu, launch_decode; grid sizes for a
   // 132-SM card). Clusters of eight CTAs per split: dense grids of up to 26 splits (the matrix
   // above), block-sparse grids up to the card's cluster slots (33-65 at 132 SMs: the sparse
