@@ -72,12 +72,12 @@ done
 python3 - "$json" "$runs" "$overlay" <<'EOF' | tee "$OUT/ab.txt"
 import glob, json, statistics, sys
 folder, runs = sys.argv[1], int(sys.argv[2])
-times = {}  # (kernel, shape, batch, L or "L/capacity") -> {variant: [us, ...]}
+times = {}  # (kernel, shape, batch, L or "L/capacity", "b" added when bounded) -> {variant: [us, ...]}
 for path in sorted(glob.glob(folder + "/*.json")):
     variant = path.rsplit("/", 1)[1].split("@")[0]
     bench = json.load(open(path))
     for row in bench["rows"]:
-        length = f"{row['L']}/{bench['capacity']}" if bench.get("capacity") else row["L"]
+        length = (f"{row['L']}/{bench['capacity']}" + ("b" if bench.get("bounded") else "")) if bench.get("capacity") else row["L"]
         key = (row["kernel"], row["shape"], row["batch"], length)
         times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
 bs = sorted({v for t in times.values() for v in t if v != "a"})

@@ -5,11 +5,13 @@
 // the amortized ReSA step (sparse step + rectification / f) — time, bytes that must move, and the
 // fraction of the measured copy bandwidth. Inputs rotate over enough copies to defeat the L2.
 // Run: build/gpu/cuda/bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]
-//                               [--capacity C]
+//                               [--capacity C [--bounded]]
 // (--length, --batch and --shape keep only the cases named; the default is the whole table. The
 // cache holds L + 33 tokens unless --capacity C sizes every case's cache at C tokens, as a server
 // sizes it for its longest sequence: then each kernel is launched for C keys (max_keys) while the
-// sequences hold L, the case of a short sequence in a long cache.)
+// sequences hold L, the case of a short sequence in a long cache; with --bounded the attention
+// launches are sized by L + 33 as SparseStepParams::max_length sizes them, the selection still
+// by the capacity.)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "bench_fill.h"
+#include "resa/selection.h"
 #include "resa_cuda/api.h"
 
 namespace rc = resa::cuda;
@@ -89,6 +92,7 @@ struct Case {
   int batch;
   int L;
   int capacity;  // tokens the cache holds; 0: L + f + 1 (room for the rectified chunk and one more)
+  bool bounded;  // attention launched for L + f + 1 keys (a host-known length bound), not the capacity
 };
 
 void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
@@ -97,6 +101,7 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
   const resa::Schedule s = resa::make_schedule(shape);
   resa::SparseConfig cfg;  // b=16, ratio 1/10, n_min 16, f 32
   const int cap = c.capacity ? c.capacity : c.L + f + 1;
+  const int bound = c.bounded ? c.L + f + 1 : cap;  // the longest sequence the launches are sized for
   const size_t kv_elems = static_cast<size_t>(c.batch) * c.hkv * cap * d;
   // Enough copies that the keys the kernels read (L per head) outgrow the L2, as many as fit in
   // 48 GB when the capacity is far above L.
@@ -145,7 +150,7 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
     p.n_q_heads = c.hq;
     p.n_new = n_new;
     p.schedule = s;
-    p.max_keys = cap;
+    p.max_keys = bound;
     p.workspace = ws.get();
     p.workspace_floats = ws.size();
     p.out = out.get();
@@ -184,7 +189,7 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
     p.n_blocks = counts.get();
     p.max_selected = z.max_selected;
     p.block_size = cfg.block_size;
-    p.max_keys = std::min(cap, z.max_selected * cfg.block_size);
+    p.max_keys = static_cast<int>(std::min<int64_t>(bound, resa::max_selected_blocks(bound, cfg) * cfg.block_size));
     return p;
   };
   for (int i = 0; i < copies; ++i) rc::select_blocks<bf16>(select_params(i), nullptr);
@@ -229,7 +234,9 @@ int main(int argc, char** argv) {
   int only_batch = 0;
   std::string only_shape;
   int capacity = 0;
-  const char* usage = "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV] [--capacity C]\n";
+  bool bounded = false;
+  const char* usage =
+      "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV] [--capacity C [--bounded]]\n";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -237,10 +244,24 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) only_shape = argv[++i];
     else if (!std::strcmp(argv[i], "--capacity") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) capacity = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--bounded")) bounded = true;
     else {
       std::fprintf(stderr, "%s", usage);
       return 2;
     }
+  }
+  std::vector<int> lengths = quick ? std::vector<int>{4096, 65536} : std::vector<int>{4096, 16384, 65536, 131072, 262144};
+  if (!only_lengths.empty()) lengths = only_lengths;
+  for (int L : lengths)
+    if (capacity && capacity < L + kRectChunk + 1) {
+      std::fprintf(stderr, "bench_gpu: --capacity %d is below length %d + %d (the rectified chunk and one more token)\n%s",
+                   capacity, L, kRectChunk + 1, usage);
+      return 2;
+    }
+  if (bounded && !capacity) {
+    std::fprintf(stderr, "bench_gpu: --bounded needs --capacity (without it the launches are sized by L + %d already)\n%s",
+                 kRectChunk + 1, usage);
+    return 2;
   }
   try {
     const rc::DeviceInfo dev = rc::device_info();
@@ -251,21 +272,15 @@ int main(int argc, char** argv) {
     const double bw = copy_bandwidth_gbs();
     std::printf("device: %s\ncopy bandwidth (device-to-device, read+write): %.0f GB/s\n\n", dev.str().c_str(), bw);
     std::vector<Row> rows;
-    std::vector<int> lengths = quick ? std::vector<int>{4096, 65536} : std::vector<int>{4096, 16384, 65536, 131072, 262144};
-    if (!only_lengths.empty()) lengths = only_lengths;
-    for (int L : lengths)
-      if (capacity && capacity < L + kRectChunk + 1) {
-        std::fprintf(stderr, "bench_gpu: --capacity %d is below length %d + %d (the rectified chunk and one more token)\n%s",
-                     capacity, L, kRectChunk + 1, usage);
-        return 2;
-      }
-    if (capacity) std::printf("cache capacity: %d tokens for every length\n\n", capacity);
+    if (capacity)
+      std::printf("cache capacity: %d tokens for every length; attention launched for %s\n\n", capacity,
+                  bounded ? "L + 33 keys (a host-known bound)" : "the capacity");
     for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}})
       for (int batch : {1, 8})
         for (int L : lengths) {
           if ((only_batch && batch != only_batch) || (!only_shape.empty() && only_shape != std::to_string(hq) + "/" + std::to_string(hkv)))
             continue;
-          run_case({hq, hkv, batch, L, capacity}, bw, rows);
+          run_case({hq, hkv, batch, L, capacity, bounded}, bw, rows);
         }
     std::printf("%-36s %-5s %5s %7s %10s %10s %7s %8s\n", "kernel", "Hq/Hkv", "batch", "L", "time us", "MB", "%BW", "x dense");
     for (const Row& r : rows)
@@ -274,8 +289,8 @@ int main(int argc, char** argv) {
     if (!json.empty()) {
       FILE* fj = std::fopen(json.c_str(), "w");
       if (!fj) throw std::runtime_error("cannot write " + json);
-      std::fprintf(fj, "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"capacity\": %d, \"rows\": [\n", dev.name.c_str(), bw,
-                   capacity);
+      std::fprintf(fj, "{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"capacity\": %d, \"bounded\": %s, \"rows\": [\n",
+                   dev.name.c_str(), bw, capacity, bounded ? "true" : "false");
       for (size_t i = 0; i < rows.size(); ++i) {
         const Row& r = rows[i];
         std::fprintf(fj, "  {\"kernel\": \"%s\", \"shape\": \"%s\", \"batch\": %d, \"L\": %ld, \"us\": %.3f, \"bytes\": %.0f, "

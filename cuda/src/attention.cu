@@ -276,7 +276,9 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   // sizes the grid, still spreads its splits over as many CTAs.
   const int split_len = p.schedule.split_len;
   const int split_groups = gridDim.x / row_groups;
-  const int n_splits = (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len;
+  // (At most max_splits: a row with more keys than max_keys gets no partials, see the merge.)
+  const int n_splits =
+      min(max_splits, (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len);
   if (split_group >= n_splits) return;
   const int split_count = min(splits_per_cta, (n_splits - 1 - split_group) / split_groups + 1);
   const CtaKeys<T, D> keys(p, b, kvh, n_keys, split_group, split_groups, split_count);
@@ -999,6 +1001,10 @@ __global__ void __launch_bounds__(D)
   const int n_keys = p.gather == KeyGather::Causal ? L - p.n_new + i + 1 : row_keys_max(p, b, kvh, L);
   const int S = p.schedule.split_len;
   const int ns = (n_keys + S - 1) / S;
+  if (ns > max_splits) {  // more keys than the launch's max_keys: no partials past it exist
+    p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = __uint_as_float(kRowPastMaxKeysBits);
+    return;
+  }
   const PartialSlot first_split(p, D, b, kvh, 0, max_splits, rows_per_head, r);
   const unsigned split_stride = static_cast<unsigned>(rows_per_head) * D;  // floats from split s to s + 1
   MergeRing& ring = reinterpret_cast<MergeRing*>(merge_smem_raw + sizeof(MergeSmem))[warp];

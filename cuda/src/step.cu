@@ -22,6 +22,15 @@ AttentionParams<T> attention_params(const SparseStepParams<T>& p) {
   a.workspace_floats = p.workspace_floats;
   return a;
 }
+// The length bound that sizes a step's attention launch: max_length, or the capacity when it is
+// 0. Checked before anything is enqueued.
+template <class T>
+int length_bound(const SparseStepParams<T>& p, const char* who) {
+  if (p.max_length < 0 || p.max_length > p.kv.capacity)
+    throw InvalidArgument(std::string(who) + ": max_length = " + std::to_string(p.max_length) +
+                          " outside [0, capacity = " + std::to_string(p.kv.capacity) + "] (0: the capacity)");
+  return p.max_length ? p.max_length : p.kv.capacity;
+}
 }  // namespace
 
 StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_heads, int head_dim,
@@ -43,6 +52,7 @@ StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_head
 template <class T>
 void sparse_decode_step(const SparseStepParams<T>& p, cudaStream_t stream) {
   check_block_fits_schedule(p.cfg.block_size, p.schedule);
+  const int bound = length_bound(p, "cuda::sparse_decode_step");
   append_kv<T>(p.kv, p.k_new, p.v_new, stream);
   descriptors_update_last<T>(p.kv, p.desc, stream);
   SelectParams<T> sp;
@@ -65,19 +75,23 @@ void sparse_decode_step(const SparseStepParams<T>& p, cudaStream_t stream) {
   a.n_blocks = p.n_blocks;
   a.max_selected = p.max_selected;
   a.block_size = p.cfg.block_size;
-  a.max_keys = static_cast<int>(std::min<int64_t>(p.kv.capacity, int64_t{p.max_selected} * p.cfg.block_size));
+  // The selected keys of a sequence of at most `bound` tokens (max_selected_blocks grows with the
+  // length), within the block list's room.
+  a.max_keys = static_cast<int>(std::min<int64_t>({bound, max_selected_blocks(bound, p.cfg) * p.cfg.block_size,
+                                                   int64_t{p.max_selected} * p.cfg.block_size}));
   a.out = p.out;
   attention<T>(a, stream);
 }
 
 template <class T>
 void dense_decode_step(const SparseStepParams<T>& p, cudaStream_t stream) {
+  const int bound = length_bound(p, "cuda::dense_decode_step");
   append_kv<T>(p.kv, p.k_new, p.v_new, stream);
   descriptors_update_last<T>(p.kv, p.desc, stream);
   AttentionParams<T> a = attention_params(p);
   a.q = p.q;
   a.n_new = 1;
-  a.max_keys = p.kv.capacity;
+  a.max_keys = bound;
   a.out = p.out;
   attention<T>(a, stream);
 }
@@ -86,11 +100,12 @@ template <class T>
 void rectify(const SparseStepParams<T>& p, int f, const T* q_chunk, const T* k_chunk, const T* v_chunk,
              int block_begin, int block_end, float* out_chunk, cudaStream_t stream) {
   if (f < 1) throw InvalidArgument("cuda::rectify: f = " + std::to_string(f) + " < 1");
+  const int bound = length_bound(p, "cuda::rectify");
   write_kv_chunk<T>(p.kv, f, k_chunk, v_chunk, stream);
   AttentionParams<T> a = attention_params(p);
   a.q = q_chunk;
   a.n_new = f;
-  a.max_keys = p.kv.capacity;
+  a.max_keys = bound;
   a.out = out_chunk;
   attention<T>(a, stream);
   descriptors_refresh<T>(p.kv, p.desc, block_begin, block_end, stream);

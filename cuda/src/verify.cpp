@@ -7,6 +7,7 @@
 #include "resa_cuda/verify.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -106,7 +107,7 @@ struct DeviceState {
 template <class T>
 std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s, DeviceState<T>& st,
                                  const std::vector<T>& q, int n_new, KeyGather gather,
-                                 const BlockSelection* sel, int block_size) {
+                                 const BlockSelection* sel, int block_size, int max_keys = 0) {
   DeviceBuffer<T> dq(q);
   DeviceBuffer<int32_t> blocks, counts;
   AttentionParams<T> p;
@@ -126,6 +127,7 @@ std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s,
     p.block_size = block_size;
     p.max_keys = std::min(st.kv.capacity, sel->max_selected * block_size);
   }
+  if (max_keys) p.max_keys = max_keys;  // a bound of the caller's (verify_rows_past_max_keys)
   DeviceBuffer<float> ws(attention_workspace_floats(st.kv.batch, shape.n_kv_heads, shape.n_q_heads, n_new,
                                                     shape.head_dim, p.max_keys, s));
   DeviceBuffer<float> out(q.size());
@@ -173,6 +175,35 @@ void verify_dense_and_chunk(Recorder& rec, const AttentionShape& shape, const st
     chunked_attention<T>(shape, s, cache, n, q.data(), ref.data());
     rec.floats("chunked attention", name + " n=" + std::to_string(n),
                gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
+  }
+}
+
+// A max_keys below a sequence's keys (a caller's bound got wrong): that sequence's rows come out
+// as kRowPastMaxKeysBits in every element, the other sequence's rows bit for bit as the
+// reference's, and nothing is read or written past the workspace sized for max_keys (the
+// sanitizers run it). Decode (the cluster kernel: two splits) and a chunk of 8 tokens x 4 heads
+// (the wgmma kernel).
+template <class T>
+void verify_rows_past_max_keys(Recorder& rec, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const AttentionShape shape{8, 2, 128};
+  const Schedule s = make_schedule(shape);
+  const std::vector<int64_t> lengths = {3000, 700};
+  const int max_keys = 1024;
+  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, 3005, rng, Fill::Normal);
+  DeviceState<T> st(cache, nullptr, 16);
+  for (const int n : {1, 8}) {
+    const auto q = testdata::random_storage<T>(lengths.size() * n * shape.n_q_heads * shape.head_dim, rng, Fill::Normal);
+    std::vector<float> expect(q.size());
+    if (n == 1)
+      dense_decode<T>(shape, s, cache, q.data(), expect.data());
+    else
+      chunked_attention<T>(shape, s, cache, n, q.data(), expect.data());
+    std::fill(expect.begin(), expect.begin() + static_cast<size_t>(n) * shape.n_q_heads * shape.head_dim,
+              std::bit_cast<float>(kRowPastMaxKeysBits));  // sequence 0: 3000 keys > 1024
+    rec.floats(n == 1 ? "dense decode" : "chunked attention",
+               describe(Storage<T>::name, shape, lengths, Fill::Normal, "n=" + std::to_string(n) + " max_keys=1024"),
+               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0, max_keys), expect);
   }
 }
 
@@ -285,10 +316,10 @@ void verify_sparse(Recorder& rec, const AttentionShape& shape, const std::vector
 // append, incremental descriptor update, selection, sparse attention; then rectify f tokens.
 template <class T>
 void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefill, int steps,
-                       const SparseConfig& cfg, uint64_t seed, bool use_graph) {
+                       const SparseConfig& cfg, uint64_t seed, bool use_graph, int spare_capacity = 0) {
   std::mt19937_64 rng(seed);
   const Schedule s = make_schedule(shape);
-  const int batch = 2, cap = static_cast<int>(prefill) + steps + 8;
+  const int batch = 2, cap = static_cast<int>(prefill) + steps + 8 + spare_capacity;
   const int d = shape.head_dim, hq = shape.n_q_heads, hkv = shape.n_kv_heads;
   KvCache<T> cache = testdata::random_cache<T>(shape, {prefill, prefill + 7}, cap, rng, Fill::Normal);
   BlockDescriptors<T> desc(cache, cfg.block_size);
@@ -317,6 +348,11 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
   p.workspace = ws.get();
   p.workspace_floats = ws.size();
   p.out = out.get();
+  // With spare capacity, the launches are sized by SparseStepParams::max_length: the longest
+  // length of the run (a graph is captured once) or, eager, the longest after each call.
+  const int64_t longest_end = prefill + 7 + steps;
+  auto bound = [&](int64_t after_call) { return spare_capacity ? static_cast<int>(use_graph ? longest_end : after_call) : 0; };
+  p.max_length = bound(longest_end);
   cudaStream_t stream;
   RESA_CUDA_CHECK(cudaStreamCreate(&stream));
   cudaGraphExec_t graph_exec = nullptr;
@@ -329,7 +365,8 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
     RESA_CUDA_CHECK(cudaGraphDestroy(graph));
   }
   const std::string tag = std::string(Storage<T>::name) + " " + shape.str() + " prefill=" + std::to_string(prefill) +
-                          " " + cfg.str() + (use_graph ? " graph" : " eager");
+                          " " + cfg.str() + (use_graph ? " graph" : " eager") +
+                          (spare_capacity ? " capacity=" + std::to_string(cap) + " max_length" : "");
   int since = 0;
   for (int step = 0; step < steps; ++step) {
     const auto q = testdata::random_storage<T>(static_cast<size_t>(batch) * hq * d, rng, Fill::Normal);
@@ -339,10 +376,12 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
     dk.upload(k);
     dv.upload(v);
     out.fill_bytes(0xff);
-    if (use_graph)
+    if (use_graph) {
       RESA_CUDA_CHECK(cudaGraphLaunch(graph_exec, stream));
-    else
+    } else {
+      p.max_length = bound(std::max(cache.length[0], cache.length[1]) + 1);
       sparse_decode_step<T>(p, stream);
+    }
     // Reference step.
     for (int b = 0; b < batch; ++b) {
       const int64_t pos = cache.length[b];
@@ -385,6 +424,7 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
       DeviceBuffer<T> dqc(qc), dkc(kc), dvc(vc);
       DeviceBuffer<float> out_chunk(qc.size());
       out_chunk.fill_bytes(0xff);
+      p.max_length = bound(std::max(cache.length[0], cache.length[1]));
       rectify<T>(p, f, dqc.get(), dkc.get(), dvc.get(), static_cast<int>(min_begin), static_cast<int>(max_end),
                  out_chunk.get(), stream);
       RESA_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -630,6 +670,9 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
                         true);
   }
   // The GPU ReSA step with rectification, eager and replayed from a CUDA graph.
+  // And in caches far longer than the sequences, with the launches sized by max_length.
+  verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, false, 20000);
+  verify_resa_steps<bf16>(rec, {12, 2, 128}, 700, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true, 20000);
   if (opt.quick) {
     verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true);
   } else {
@@ -640,6 +683,7 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_resa_steps<fp16>(rec, {28, 4, 128}, 2500, 40, sparse_config(16, {1, 20}, 16, 1, 32), seed++, true);
     verify_resa_steps<bf16>(rec, {7, 1, 64}, 300, 20, sparse_config(32, {1, 5}, 2, 0, 8), seed++, true);
   }
+  verify_rows_past_max_keys<bf16>(rec, seed++);
   verify_invariance<bf16>(rec, seed++);
   if (!opt.quick) verify_invariance<fp16>(rec, seed++);
   verify_edge_cases<bf16>(rec, seed++);

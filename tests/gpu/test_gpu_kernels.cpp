@@ -1,9 +1,13 @@
 // tests/gpu/test_gpu_kernels.cpp — every CUDA kernel equals the CPU reference bit for bit over the
 // validation matrix (cuda/src/verify.cpp: shapes, dtypes, lengths to 300K, ratios, f, batch
-// invariance, run-to-run, CUDA-graph replay), reported per kernel with the first failure.
+// invariance, run-to-run, CUDA-graph replay), reported per kernel with the first failure; and the
+// step API's argument checks, which need no device.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "gpu_test_util.h"
+#include "resa_cuda/api.h"
 #include "resa_cuda/verify.h"
 
 namespace resa {
@@ -40,6 +44,34 @@ TEST(GpuKernels, NoDeviceIsReportedClearly) {
   } else {
     EXPECT_FALSE(d.why_absent.empty());
     EXPECT_THROW(cuda::run_validation_matrix({}), cuda::CudaError);
+  }
+}
+
+// SparseStepParams::max_length outside [0, capacity] is refused, naming it, before anything is
+// enqueued (no device needed: CI runs these through the ctest entry gpu_api_argument_checks).
+TEST(GpuApi, StepsRefuseAMaxLengthOutsideTheCapacity) {
+  cuda::SparseStepParams<bf16> p;
+  p.kv.capacity = 100;
+  p.kv.batch = 1;
+  p.kv.n_kv_heads = 1;
+  p.kv.head_dim = 128;
+  p.n_q_heads = 1;
+  p.schedule = make_schedule({1, 1, 128});
+  for (const int bad : {-1, 101}) {
+    p.max_length = bad;
+    const std::string expected = "max_length = " + std::to_string(bad);
+    auto message = [](auto&& call) {
+      try {
+        call();
+      } catch (const InvalidArgument& e) {
+        return std::string(e.what());
+      }
+      return std::string("no InvalidArgument");
+    };
+    EXPECT_NE(message([&] { cuda::dense_decode_step<bf16>(p, nullptr); }).find(expected), std::string::npos);
+    EXPECT_NE(message([&] { cuda::sparse_decode_step<bf16>(p, nullptr); }).find(expected), std::string::npos);
+    EXPECT_NE(message([&] { cuda::rectify<bf16>(p, 8, nullptr, nullptr, nullptr, 0, 1, nullptr, nullptr); }).find(expected),
+              std::string::npos);
   }
 }
 
