@@ -10,7 +10,10 @@ its bytes take at the measured copy bandwidth and, for rectification, its tensor
 card's matrix rate and its softmax at the instruction floor, whichever is largest; then each
 performance target of DESIGN.md §5 / issue 7 with the rows it covers and whether it is met.
 With --was OLDER_RECORD, a last column gives each row's time in that earlier run (compare runs
-only on the same kind of card). Nothing is asserted here: the table says what was measured.
+only on the same kind of card). When the record has `bench_long_cache.json` (bench_gpu
+--capacity, gpu_validate.sh bench), a second table sets each of its rows beside the same row of
+bench.json, the tight cache of the same run. Nothing is asserted here: the tables say what was
+measured.
 
 Usage: scripts/perf_table.py validation/<record>/ [--targets-only] [--was validation/<older record>/]
 Self-test (synthetic files with known answers): scripts/perf_table.py --self-test
@@ -192,7 +195,25 @@ def report(record, targets_only=False, label=None, was_record=None):
     out.append("Targets (the rows each covers; met only if every one is):")
     for name, met, detail in targets(rows, bw):
         out.append(f"- {'**met**' if met else 'not met'}: {name} — {detail}")
+    long_path = pathlib.Path(record) / "bench_long_cache.json"
+    if not targets_only and long_path.exists():
+        out += ["", long_cache_table(json.loads(long_path.read_text()), bench)]
     return "\n".join(out)
+
+
+def long_cache_table(long, bench):
+    """Markdown: each row of a bench_gpu --capacity run beside the same row of the tight-cache run."""
+    tight = {(r["kernel"], r["shape"], r["batch"], r["L"]): r["us"] for r in bench["rows"]}
+    launched = "a bound of L + 33 keys (--bounded)" if long.get("bounded") else "the capacity"
+    lines = [f"Short sequences in a cache of {long.get('capacity', '?')} tokens, the attention launched for "
+             f"{launched}; beside each row the same row in a cache of L + 33 tokens (bench.json, same run).", "",
+             "| kernel | shape | batch | L | time µs | tight cache µs | long / tight |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in long["rows"]:
+        t = tight.get((r["kernel"], r["shape"], r["batch"], r["L"]))
+        lines.append(f"| {kernel_name(r['kernel'])} | {r['shape']} | {r['batch']} | {fmt_len(r['L'])} | {r['us']:.1f} | "
+                     + (f"{t:.1f} | {r['us'] / t:.2f}x |" if t else "— | — |"))
+    return "\n".join(lines)
 
 
 def self_test():
@@ -245,6 +266,17 @@ def self_test():
             raise AssertionError("--was across cards was not refused")
         except SystemExit as e:
             assert "same kind of card" in str(e), e
+    # The long-cache table: each row beside the tight cache's, "—" where bench.json has no such row.
+    with tempfile.TemporaryDirectory() as d:
+        (pathlib.Path(d) / "bench.json").write_text(json.dumps(bench))
+        long = {"capacity": 262177, "bounded": False, "rows": [dict(bench["rows"][1], us=12.0),
+                                                                dict(bench["rows"][1], L=16384, us=20.0)]}
+        (pathlib.Path(d) / "bench_long_cache.json").write_text(json.dumps(long))
+        text = report(d)
+        assert "cache of 262177 tokens, the attention launched for the capacity" in text, text
+        assert "| dense decode | 12/2 | 1 | 4K | 12.0 | 8.0 | 1.50x |" in text, text
+        assert "| dense decode | 12/2 | 1 | 16K | 20.0 | — | — |" in text, text
+        assert "262177" not in report(d, targets_only=True)
     # The peer names are those scripts/bench_peers.py writes (a rename would empty the peer column).
     peers_script = (pathlib.Path(__file__).parent / "bench_peers.py").read_text()
     for name in PEER_OF.values():
