@@ -82,10 +82,10 @@ for path in sorted(glob.glob(folder + "/*.json")):
         times.setdefault(key, {}).setdefault(variant, []).append(row["us"])
 bs = sorted({v for t in times.values() for v in t if v != "a"})
 print(f"A/B over {runs} alternating runs (median us); B = " + (f"the tree with {sys.argv[3]} over it" if sys.argv[3] else "-DRESA_AB_B") + (f" under {', '.join(b[1:] for b in bs)}" if bs != ["b"] else ""))
-print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>7} {'A us':>9}" + "".join(f" {('B ' + b[1:]).strip():>9} {'B/A':>6}" for b in bs))
+print(f"{'kernel':36} {'shape':>5} {'batch':>5} {'L':>12} {'A us':>9}" + "".join(f" {('B ' + b[1:]).strip():>9} {'B/A':>6}" for b in bs))
 for (kernel, shape, batch, L), t in times.items():
     a = statistics.median(t["a"])
     cols = "".join(f" {statistics.median(t[b]):9.1f} {statistics.median(t[b]) / a:6.3f}" for b in bs)
-    print(f"{kernel:36} {shape:>5} {batch:>5} {L:>7} {a:9.1f}{cols}")
+    print(f"{kernel:36} {shape:>5} {batch:>5} {L!s:>12} {a:9.1f}{cols}")
 EOF
 rm -rf "$json"

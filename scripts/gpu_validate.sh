@@ -13,7 +13,8 @@
 #                                                                            -> sanitizer.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
 #             then 4K-64K sequences in caches of 256K + 33 tokens (every kernel launched for the
-#             capacity, as the step functions do)      -> bench_long_cache.log, bench_long_cache.json
+#             capacity, as the step functions do without max_length)
+#                                                      -> bench_long_cache.log, bench_long_cache.json
 #             BENCH_ARGS="--length 262144 --shape 28/4 --batch 8" runs that subset, without peers
 #             or long caches
 #   sass      SASS opcode counts per kernel (cuobjdump) and the listings of the rectification and

@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
   // sizes the grid, still spreads its splits over as many CTAs.
   const int split_len = p.schedule.split_len;
   const int split_groups = gridDim.x / row_groups;
-  // (At most max_splits: a row with more keys than max_keys gets no partials, see the merge.)
+  // (At most max_splits, the launch's: the merge writes the rows whose keys need more as NaN.)
   const int n_splits =
       min(max_splits, (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len);
   if (split_group >= n_splits) return;
@@ -1001,7 +1001,7 @@ __global__ void __launch_bounds__(D)
   const int n_keys = p.gather == KeyGather::Causal ? L - p.n_new + i + 1 : row_keys_max(p, b, kvh, L);
   const int S = p.schedule.split_len;
   const int ns = (n_keys + S - 1) / S;
-  if (ns > max_splits) {  // more keys than the launch's max_keys: no partials past it exist
+  if (ns > max_splits) {  // keys past the launch's splits (a max_keys too small): kRowPastMaxKeysBits
     p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = __uint_as_float(kRowPastMaxKeysBits);
     return;
   }
@@ -1229,7 +1229,7 @@ CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
 // short. Picks the count in 1..8 that minimizes waves x (the most splits a CTA gets + the
 // prologue, counted as a quarter of a split), ties to fewer, where a CTA whose only split is the
 // list's last one, under half a split of keys, is not counted: max_keys (the cache's capacity
-// from rectify(), L + 33 in bench_gpu) often ends just past a split boundary, and counting that
+// from rectify() without max_length, L + 33 in bench_gpu) often ends just past a split boundary, and counting that
 // sliver as a wave of its own took two splits per CTA at batch 8 4K for a one-wave grid (12/2
 // rectification 68 -> 88 us, PERFORMANCE.md change 55). `ctas_per_split` is the grid's other
 // dimensions (row groups x KV heads x sequences).

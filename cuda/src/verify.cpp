@@ -178,31 +178,38 @@ void verify_dense_and_chunk(Recorder& rec, const AttentionShape& shape, const st
   }
 }
 
-// A max_keys below a sequence's keys (a caller's bound got wrong): that sequence's rows come out
-// as kRowPastMaxKeysBits in every element, the other sequence's rows bit for bit as the
-// reference's, and nothing is read or written past the workspace sized for max_keys (the
-// sanitizers run it). Decode (the cluster kernel: two splits) and a chunk of 8 tokens x 4 heads
-// (the wgmma kernel).
+// A max_keys below some rows' keys (a caller's bound got wrong): every row whose keys need more
+// splits than the launch has, ceil(max_keys / split_len), comes out as kRowPastMaxKeysBits in
+// every element, every other row bit for bit as the reference's, and nothing is read or written
+// past the workspace sized for max_keys (the sanitizers run it). `chunks`: the rows per sequence
+// of each launch (1: decode).
 template <class T>
-void verify_rows_past_max_keys(Recorder& rec, uint64_t seed) {
+void verify_rows_past_max_keys(Recorder& rec, const AttentionShape& shape, const std::vector<int64_t>& lengths,
+                               int max_keys, const std::vector<int>& chunks, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const AttentionShape shape{8, 2, 128};
   const Schedule s = make_schedule(shape);
-  const std::vector<int64_t> lengths = {3000, 700};
-  const int max_keys = 1024;
-  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, 3005, rng, Fill::Normal);
+  int64_t cap = 1;
+  for (auto L : lengths) cap = std::max(cap, L);
+  KvCache<T> cache = testdata::random_cache<T>(shape, lengths, static_cast<int>(cap) + 5, rng, Fill::Normal);
   DeviceState<T> st(cache, nullptr, 16);
-  for (const int n : {1, 8}) {
-    const auto q = testdata::random_storage<T>(lengths.size() * n * shape.n_q_heads * shape.head_dim, rng, Fill::Normal);
+  const int64_t max_splits = (max_keys + s.split_len - 1) / s.split_len;
+  const size_t row_elems = static_cast<size_t>(shape.n_q_heads) * shape.head_dim;  // a token's heads
+  for (const int n : chunks) {
+    const auto q = testdata::random_storage<T>(lengths.size() * n * row_elems, rng, Fill::Normal);
     std::vector<float> expect(q.size());
     if (n == 1)
       dense_decode<T>(shape, s, cache, q.data(), expect.data());
     else
       chunked_attention<T>(shape, s, cache, n, q.data(), expect.data());
-    std::fill(expect.begin(), expect.begin() + static_cast<size_t>(n) * shape.n_q_heads * shape.head_dim,
-              std::bit_cast<float>(kRowPastMaxKeysBits));  // sequence 0: 3000 keys > 1024
+    for (size_t b = 0; b < lengths.size(); ++b)
+      for (int i = 0; i < n; ++i) {
+        const int64_t keys = lengths[b] - n + i + 1;  // token i's causal keys
+        if ((keys + s.split_len - 1) / s.split_len > max_splits)
+          std::fill_n(expect.begin() + (b * n + i) * row_elems, row_elems, std::bit_cast<float>(kRowPastMaxKeysBits));
+      }
     rec.floats(n == 1 ? "dense decode" : "chunked attention",
-               describe(Storage<T>::name, shape, lengths, Fill::Normal, "n=" + std::to_string(n) + " max_keys=1024"),
+               describe(Storage<T>::name, shape, lengths, Fill::Normal,
+                        "n=" + std::to_string(n) + " max_keys=" + std::to_string(max_keys)),
                gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0, max_keys), expect);
   }
 }
@@ -683,7 +690,14 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
     verify_resa_steps<fp16>(rec, {28, 4, 128}, 2500, 40, sparse_config(16, {1, 20}, 16, 1, 32), seed++, true);
     verify_resa_steps<bf16>(rec, {7, 1, 64}, 300, 20, sparse_config(32, {1, 5}, 2, 0, 8), seed++, true);
   }
-  verify_rows_past_max_keys<bf16>(rec, seed++);
+  // Rows past max_keys (grid sizes for a 132-SM card). 1024 keys, two splits: the 3000-key
+  // sequence's rows are NaN; decode on the cluster kernel, a chunk of 8 tokens x 4 heads on the
+  // wgmma kernel with one split per CTA. 20600 keys, 41 splits: 32-token chunks over 8 KV heads x
+  // 3 sequences take CTAs of 4 interleaved splits in 11 split groups, so groups 8-10 would reach
+  // splits 41-43 of the 30000-key sequence but for the kernel's cap (their partials would land
+  // on the next head's).
+  verify_rows_past_max_keys<bf16>(rec, {8, 2, 128}, {3000, 700}, 1024, {1, 8}, seed++);
+  verify_rows_past_max_keys<bf16>(rec, {8, 8, 64}, {30000, 3000, 40}, 20600, {32}, seed++);
   verify_invariance<bf16>(rec, seed++);
   if (!opt.quick) verify_invariance<fp16>(rec, seed++);
   verify_edge_cases<bf16>(rec, seed++);

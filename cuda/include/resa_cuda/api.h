@@ -123,16 +123,17 @@ struct AttentionParams {
   const int32_t* n_blocks = nullptr;  // Blocks: [batch][Hkv]
   int max_selected = 0, block_size = 0;
   Schedule schedule;          // split_len, key_tile (64), scale_log2, arith (tensor core)
-  int max_keys = 0;           // upper bound of any row's key count (sizes the grid); a row
-                              // with more keys is written as kRowPastMaxKeysBits, not computed
+  int max_keys = 0;           // upper bound of any row's key count: sizes the grid in whole
+                              // splits, ceil(max_keys / split_len); see kRowPastMaxKeysBits
   float* workspace = nullptr; // attention_workspace_floats(...) floats
   size_t workspace_floats = 0;  // its size; a launch that needs more is refused
   float* out = nullptr;       // [batch][n_new][Hq][d]
 };
-// The bits of every output element of a row that has more keys than the launch's max_keys (a
-// bound the caller got wrong: the kernels cannot report it without a host synchronization): a
-// quiet NaN with a payload of its own, so it cannot pass for a result, and no partial past the
-// workspace is read or written.
+// The bits of every output element of a row whose keys need more splits than the launch has,
+// ceil(max_keys / split_len) (a bound the caller got wrong: the kernels cannot report it without
+// a host synchronization): a quiet NaN with a payload of its own, so it cannot pass for a
+// result; no partial past the workspace is read or written. A row with more than max_keys keys
+// that still fit those splits is computed in full, exactly.
 constexpr uint32_t kRowPastMaxKeysBits = 0x7fd00000u;
 // Workspace size for a launch with these bounds.
 size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int n_new, int head_dim,
@@ -197,14 +198,15 @@ struct SparseStepParams {
   int32_t* n_blocks = nullptr;
   int max_selected = 0;
   float* workspace = nullptr;
-  size_t workspace_floats = 0;  // from sparse_step_buffer_sizes; rectify(f) beyond max_chunk is refused
+  size_t workspace_floats = 0;  // from sparse_step_buffer_sizes; a launch needing more is refused
   float* out = nullptr;  // [batch][Hq][d]
   // Optional: a bound, known to the host, on every sequence's length after the call (0: the
   // capacity). The attention launches are sized by it instead of the capacity, which matters when
   // the sequences are much shorter than their cache (PERFORMANCE.md, short sequences in long
   // caches); a CUDA graph captured with it is valid while the lengths stay within it. A sequence
-  // longer than the bound gets kRowPastMaxKeysBits outputs. The selection is still launched for
-  // the capacity.
+  // longer than the bound gets kRowPastMaxKeysBits outputs where its keys outgrow the launch's
+  // splits and exact ones where they still fit (so a NaN check does not catch every wrong bound).
+  // The selection is still launched for the capacity.
   int max_length = 0;
 };
 template <class T>
