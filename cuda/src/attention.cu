@@ -30,6 +30,7 @@
 
 #include "device_common.cuh"
 #include "launch.cuh"
+#include "split_plan.h"
 #include "wgmma.cuh"
 #include "resa_cuda/api.h"
 
@@ -270,17 +271,14 @@ __global__ void __launch_bounds__(kWarpgroupsBound * 128, 1)
 
   const int cta_row0 = row_group * kMaxWarpgroups * kWgRows;
   const int cta_rows = blockDim.x / 128 * kWgRows;
-  // The CTA's splits: split_group, then every gridDim.x / row_groups-th split after it, at most
-  // splits_per_cta, up to the last one where its last row has keys (limits never exceed n_keys).
-  // Interleaved rather than consecutive, so that a sequence shorter than the grid's max_keys, which
-  // sizes the grid, still spreads its splits over as many CTAs.
+  // The CTA's splits (split_plan.h): split_group, then every gridDim.x / row_groups-th split after
+  // it, up to the last one where its last row has keys (limits never exceed n_keys).
   const int split_len = p.schedule.split_len;
   const int split_groups = gridDim.x / row_groups;
-  // (At most max_splits, the launch's: the merge writes the rows whose keys need more as NaN.)
-  const int n_splits =
-      min(max_splits, (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len);
+  const int n_splits = split_plan::cta_splits(
+      (limit_of(min(rows_per_head, cta_row0 + cta_rows) - 1) + split_len - 1) / split_len, max_splits);
   if (split_group >= n_splits) return;
-  const int split_count = min(splits_per_cta, (n_splits - 1 - split_group) / split_groups + 1);
+  const int split_count = split_plan::cta_split_count(split_group, split_groups, n_splits, splits_per_cta);
   const CtaKeys<T, D> keys(p, b, kvh, n_keys, split_group, split_groups, split_count);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gid = lane / 4, tq = lane % 4;
@@ -1224,31 +1222,6 @@ CUtensorMap kv_tile_map(const T* base, const Kv& kv) {
                                      "cuda::attention (the KV cache's tensor map)");
 }
 
-// Splits per CTA of the wgmma kernel: each CTA pays its prologue (Q, the ones block, the first
-// tiles' latency) once for all its splits, against the last wave's idle SMs when the grid gets
-// short. Picks the count in 1..8 that minimizes waves x (the most splits a CTA gets + the
-// prologue, counted as a quarter of a split), ties to fewer, where a CTA whose only split is the
-// list's last one, under half a split of keys, is not counted: max_keys (the cache's capacity
-// from rectify() without max_length, L + 33 in bench_gpu) often ends just past a split boundary, and counting that
-// sliver as a wave of its own took two splits per CTA at batch 8 4K for a one-wave grid (12/2
-// rectification 68 -> 88 us, PERFORMANCE.md change 55). `ctas_per_split` is the grid's other
-// dimensions (row groups x KV heads x sequences).
-int wgmma_splits_per_cta(int max_keys, int split_len, int ctas_per_split, int sms) {
-  const int n = (max_keys + split_len - 1) / split_len;  // splits of the longest list
-  const bool last_under_half = 2 * (max_keys - (n - 1) * split_len) < split_len;
-  int best = 1;
-  double best_cost = 0;
-  for (int s = 1; s <= std::min(8, n); ++s) {
-    const int groups = (n + s - 1) / s;  // split groups: CtaKeys takes every groups-th split
-    const int most = (n + groups - 1) / groups;
-    const int counted = groups - (n - 1 < groups && last_under_half ? 1 : 0);
-    const long long ctas = static_cast<long long>(counted) * ctas_per_split;
-    const double cost = static_cast<double>((ctas + sms - 1) / sms) * (most + 0.25);
-    if (s == 1 || cost < best_cost) best = s, best_cost = cost;
-  }
-  return best;
-}
-
 template <class T, int D>
 void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
@@ -1264,9 +1237,9 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
                             " rows per KV head (at most 16 are supported)");
     const int warpgroups = std::min(kMaxWarpgroups, (rows + kWgRows - 1) / kWgRows);
     const int row_groups = (rows + kMaxWarpgroups * kWgRows - 1) / (kMaxWarpgroups * kWgRows);
-    const int splits_per_cta =
-        wgmma_splits_per_cta(p.max_keys, p.schedule.split_len, row_groups * hkv * p.kv.batch, detail::sm_count());
-    const dim3 grid((max_splits + splits_per_cta - 1) / splits_per_cta * row_groups, hkv, p.kv.batch);
+    const int splits_per_cta = split_plan::wgmma_splits_per_cta(p.max_keys, p.schedule.split_len,
+                                                                row_groups * hkv * p.kv.batch, detail::sm_count());
+    const dim3 grid(split_plan::split_groups(max_splits, splits_per_cta) * row_groups, hkv, p.kv.batch);
     const size_t smem = wgmma_smem_bytes<D>(warpgroups);
     // Three warpgroups or fewer: one row group of up to 192 rows (Qwen2-1.5B's 12/2 rectification).
     // The shared-memory attribute is set for the instance launched only, once per device.
