@@ -131,20 +131,18 @@ __device__ __forceinline__ void fence_mbarrier_init() {
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes));
 }
+// The spin of both waits (%0 the barrier, %1 the parity); `sem` the try_wait's semantics and
+// scope ("": acquire at CTA scope, PTX's default).
+#define RESA_MBARRIER_WAIT_LOOP(sem)         \
+  "{\n.reg .pred done;\nwait_mbarrier:\n" \
+  "mbarrier.try_wait.parity" sem ".shared::cta.b64 done, [%0], %1;\n@!done bra wait_mbarrier;\n}\n"
 __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nwait_mbarrier:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n@!done bra wait_mbarrier;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
+  asm volatile(RESA_MBARRIER_WAIT_LOOP("") ::"r"(bar), "r"(parity) : "memory");
 }
 __device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nwait_mbarrier:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n@!done bra wait_mbarrier;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
+  asm volatile(RESA_MBARRIER_WAIT_LOOP(".acquire.cluster") ::"r"(bar), "r"(parity) : "memory");
 }
+#undef RESA_MBARRIER_WAIT_LOOP
 
 // A counter in this CTA's shared memory (shared address `addr`) increased by one, with release and
 // acquire at CTA scope: what the calling thread did before (its reads of a buffer) happens before
