@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "bench_fill.h"
-#include "resa/selection.h"
 #include "resa_cuda/api.h"
 
 namespace rc = resa::cuda;
@@ -189,7 +188,7 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
     p.n_blocks = counts.get();
     p.max_selected = z.max_selected;
     p.block_size = cfg.block_size;
-    p.max_keys = static_cast<int>(std::min<int64_t>(bound, resa::max_selected_blocks(bound, cfg) * cfg.block_size));
+    p.max_keys = rc::sparse_attention_max_keys(bound, cfg, z.max_selected);
     return p;
   };
   for (int i = 0; i < copies; ++i) rc::select_blocks<bf16>(select_params(i), nullptr);

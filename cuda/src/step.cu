@@ -33,6 +33,12 @@ int length_bound(const SparseStepParams<T>& p, const char* who) {
 }
 }  // namespace
 
+int sparse_attention_max_keys(int length_bound, const SparseConfig& cfg, int max_selected) {
+  // max_selected_blocks grows with the length; the block list holds max_selected.
+  return static_cast<int>(std::min<int64_t>({length_bound, max_selected_blocks(length_bound, cfg) * cfg.block_size,
+                                             int64_t{max_selected} * cfg.block_size}));
+}
+
 StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_heads, int head_dim,
                                          int capacity, const SparseConfig& cfg, const Schedule& s,
                                          int max_chunk) {
@@ -75,10 +81,7 @@ void sparse_decode_step(const SparseStepParams<T>& p, cudaStream_t stream) {
   a.n_blocks = p.n_blocks;
   a.max_selected = p.max_selected;
   a.block_size = p.cfg.block_size;
-  // The selected keys of a sequence of at most `bound` tokens (max_selected_blocks grows with the
-  // length), within the block list's room.
-  a.max_keys = static_cast<int>(std::min<int64_t>({bound, max_selected_blocks(bound, p.cfg) * p.cfg.block_size,
-                                                   int64_t{p.max_selected} * p.cfg.block_size}));
+  a.max_keys = sparse_attention_max_keys(bound, p.cfg, p.max_selected);
   a.out = p.out;
   attention<T>(a, stream);
 }

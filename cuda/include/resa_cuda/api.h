@@ -226,6 +226,11 @@ struct StepBufferSizes {
   size_t scores, keys, blocks, n_blocks, workspace_floats;
   int max_selected;
 };
+// max_keys of the block-sparse attention after a selection, for sequences of at most
+// `length_bound` tokens: the keys of the blocks such a sequence selects, within the block list's
+// max_selected (what sparse_decode_step launches with).
+int sparse_attention_max_keys(int length_bound, const SparseConfig& cfg, int max_selected);
+
 StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_heads, int head_dim,
                                          int capacity, const SparseConfig& cfg, const Schedule& s,
                                          int max_chunk);
