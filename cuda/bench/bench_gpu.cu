@@ -5,13 +5,14 @@
 // the amortized ReSA step (sparse step + rectification / f) — time, bytes that must move, and the
 // fraction of the measured copy bandwidth. Inputs rotate over enough copies to defeat the L2.
 // Run: build/gpu/cuda/bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV]
-//                               [--capacity C [--bounded]]
+//                               [--capacity C [--bounded]] [--no-split-flags]
 // (--length, --batch and --shape keep only the cases named; the default is the whole table. The
 // cache holds L + 33 tokens unless --capacity C sizes every case's cache at C tokens, as a server
 // sizes it for its longest sequence: then each kernel is launched for C keys (max_keys) while the
 // sequences hold L, the case of a short sequence in a long cache; with --bounded the attention
 // launches are sized by L + 33 as SparseStepParams::max_length sizes them, the selection still
-// by the capacity.)
+// by the capacity. Every attention launch gets split flags, AttentionParams::split_flags, unless
+// --no-split-flags: then each merge waits for its whole split grid, as before change 58.)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -92,6 +93,7 @@ struct Case {
   int L;
   int capacity;  // tokens the cache holds; 0: L + f + 1 (room for the rectified chunk and one more)
   bool bounded;  // attention launched for L + f + 1 keys (a host-known length bound), not the capacity
+  bool split_flags;  // AttentionParams::split_flags given to every attention launch
 };
 
 void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
@@ -131,6 +133,8 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
   for (int i = 0; i < copies; ++i) rc::descriptors_refresh<bf16>(kv(i), desc(i), 0, max_blocks, nullptr);
   const rc::StepBufferSizes z = rc::sparse_step_buffer_sizes(c.batch, c.hkv, c.hq, d, cap, cfg, s, f);
   rc::DeviceBuffer<float> scores(z.scores), ws(z.workspace_floats), out(static_cast<size_t>(c.batch) * f * c.hq * d);
+  rc::DeviceBuffer<uint32_t> split_flags(c.split_flags ? z.split_flag_words : 0);
+  split_flags.fill_bytes(0);  // zero before the first call; every call leaves them zero
   rc::DeviceBuffer<uint64_t> keys(z.keys);
   rc::DeviceBuffer<int32_t> blocks(z.blocks), counts(z.n_blocks);
   rc::DeviceBuffer<bf16> q(static_cast<size_t>(c.batch) * f * c.hq * d), kc(static_cast<size_t>(c.batch) * f * c.hkv * d),
@@ -152,6 +156,8 @@ void run_case(const Case& c, double bw_gbs, std::vector<Row>& rows) {
     p.max_keys = bound;
     p.workspace = ws.get();
     p.workspace_floats = ws.size();
+    p.split_flags = split_flags.get();
+    p.split_flag_words = split_flags.size();
     p.out = out.get();
     return p;
   };
@@ -234,8 +240,9 @@ int main(int argc, char** argv) {
   std::string only_shape;
   int capacity = 0;
   bool bounded = false;
+  bool split_flags = true;
   const char* usage =
-      "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV] [--capacity C [--bounded]]\n";
+      "usage: bench_gpu [--json FILE] [--quick] [--length L]... [--batch B] [--shape HQ/HKV] [--capacity C [--bounded]] [--no-split-flags]\n";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -244,6 +251,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) only_shape = argv[++i];
     else if (!std::strcmp(argv[i], "--capacity") && i + 1 < argc && std::atoi(argv[i + 1]) > 0) capacity = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--bounded")) bounded = true;
+    else if (!std::strcmp(argv[i], "--no-split-flags")) split_flags = false;
     else {
       std::fprintf(stderr, "%s", usage);
       return 2;
@@ -274,12 +282,13 @@ int main(int argc, char** argv) {
     if (capacity)
       std::printf("cache capacity: %d tokens for every length; attention launched for %s\n\n", capacity,
                   bounded ? "L + 33 keys (a host-known bound)" : "the capacity");
+    if (!split_flags) std::printf("attention launched without split flags (each merge waits for its split grid)\n\n");
     for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{12, 2}, {28, 4}})
       for (int batch : {1, 8})
         for (int L : lengths) {
           if ((only_batch && batch != only_batch) || (!only_shape.empty() && only_shape != std::to_string(hq) + "/" + std::to_string(hkv)))
             continue;
-          run_case({hq, hkv, batch, L, capacity, bounded}, bw, rows);
+          run_case({hq, hkv, batch, L, capacity, bounded, split_flags}, bw, rows);
         }
     std::printf("%-36s %-5s %5s %7s %10s %10s %7s %8s\n", "kernel", "Hq/Hkv", "batch", "L", "time us", "MB", "%BW", "x dense");
     for (const Row& r : rows)

@@ -212,10 +212,12 @@ __device__ __forceinline__ void decode_tile_scores(float (&s)[kScoreTiles][4], c
   }
 }
 
-// The workspace slot of one row's partial of one split: acc[D], then (m, l) in a second array.
-// The same row's partial of split s + 1 is rows_per_head slots further in both.
+// The workspace slot of one row's partial of one split: acc[D], then (m, l) in a second array,
+// and the slot's word of the split flags (AttentionParams::split_flags; null without them). The
+// same row's partial of split s + 1 is rows_per_head slots further in all three.
 struct PartialSlot {
   float *acc, *ml;
+  uint32_t* flag;
   template <class T>
   __device__ PartialSlot(const AttentionParams<T>& p, int D, int b, int kvh, int split, int max_splits,
                          int rows_per_head, int row) {
@@ -223,8 +225,23 @@ struct PartialSlot {
     const size_t slot = ((static_cast<size_t>(b) * hkv + kvh) * max_splits + split) * rows_per_head + row;
     acc = p.workspace + slot * D;
     ml = p.workspace + static_cast<size_t>(p.kv.batch) * hkv * max_splits * rows_per_head * D + slot * 2;
+    flag = p.split_flags ? p.split_flags + slot : nullptr;
   }
 };
+
+// Split flags (AttentionParams::split_flags), set by the decode kernel so that the merge can fold
+// each split as soon as it is written (attention_merge_kernel): a split sets the flag of each row
+// whose partial it wrote, after the CTA's partial stores (the CTA's threads fence, then meet at a
+// barrier: device_common.cuh, flag_release). Split 0 writes a partial for every row (each row has
+// a key there), or, where it has no keys (a sequence without any), sets every row's flag all the
+// same by split0_flags_without_keys: the merge waits for split 0 before it reads the lengths, so
+// that it reads them after the kernels before the split kernel.
+template <class T>
+__device__ void split0_flags_without_keys(const AttentionParams<T>& p, int b, int kvh, int max_splits,
+                                          int rows_per_head) {
+  if (p.split_flags && static_cast<int>(threadIdx.x) < rows_per_head)
+    detail::flag_release(PartialSlot(p, 0, b, kvh, 0, max_splits, rows_per_head, threadIdx.x).flag, 1u);
+}
 
 // Rectification and chunked prefill: all query rows of a KV head (up to four warpgroups of 64)
 // in one CTA, so each split's K/V is read once; the CTA reduces up to wgmma_splits_per_cta
@@ -535,8 +552,10 @@ template <class T, int D, int kStages, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
     attention_split_decode_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
   extern __shared__ __align__(16) uint16_t smem[];
-  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  // launched with launch_dependent (device_common.cuh); the trigger after the wait, so that a
+  // merge following the split flags starts after this kernel's predecessors have completed
   detail::wait_for_previous_grid();
+  detail::allow_dependent_launch();
   constexpr int kTileElems = kKeyTile * D;
   constexpr int kPRow = kKeyTile + 8;
   constexpr int kColTiles = D / 8 / kWarps;  // output n-tiles per warp (pairs: pv below)
@@ -550,7 +569,10 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
   const int n_keys = row_keys_max(p, b, kvh, L);
   const int S = p.schedule.split_len;
   const int split_begin = split * S;
-  if (split_begin >= n_keys) return;
+  if (split_begin >= n_keys) {  // no keys (split 0 still sets its flags)
+    if (split == 0) split0_flags_without_keys(p, b, kvh, max_splits, rows_per_head);
+    return;
+  }
   const int split_end = min(split_begin + S, n_keys);
   const int n_tiles = (split_end - split_begin + kKeyTile - 1) / kKeyTile;
   const bool causal = p.gather == KeyGather::Causal;
@@ -592,8 +614,6 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
     }
     detail::cp_async_commit();
   };
-  if (causal && L - p.n_new + (rows_per_head - 1) / g + 1 <= split_begin) return;
-
   int row[2], limit[2];
   bool row_valid[2];
   for (int h = 0; h < 2; ++h) {
@@ -721,6 +741,15 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
       *reinterpret_cast<float2*>(out.acc + 8 * (warp * kColTiles + jl) + 2 * tq) =
           make_float2(acc[jl][2 * h], acc[jl][2 * h + 1]);
     if (warp == 0 && tq == 0) out.ml[0] = m[h], out.ml[1] = lf[2 * h];
+  }
+  if (p.split_flags) {  // the rows written above, once every thread's stores are in (split flags above)
+    __threadfence();
+    __syncthreads();
+    if (warp == 0 && tq == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (row_valid[h] && limit[h] > split_begin)
+          detail::flag_release(PartialSlot(p, D, b, kvh, split, max_splits, rows_per_head, row[h]).flag, 1u);
   }
 }
 
@@ -969,10 +998,15 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
 // time is latency, not bandwidth; PERFORMANCE.md change 41 has what this form gained over one
 // warp per 32 columns with the factor pass in each, and what did not help (a leaner loader, the
 // multiplies skipped where every sa of a stage is 1).
+// With follow_flags (the split kernel sets split flags: merge_follows_flags) the merge starts
+// while the split grid runs: it waits for split 0's flag instead of the grid (griddepcontrol.wait),
+// takes as a chunk the splits whose flags are set (kMergeMinChunk at least), and clears the row's
+// flags at its end; the chunks' boundaries move, the fold's order and arithmetic do not.
 constexpr int kMergeCols = 32;         // output columns per warp: one lane per column
 constexpr int kMergeChunk = 512;       // splits whose factors are staged at a time
 constexpr int kMergeStageSplits = 16;  // splits per ring stage (16 x 32 floats = 2 KB)
 constexpr int kMergeRing = 10;         // ring stages per warp (9 in flight while one is folded)
+constexpr int kMergeMinChunk = 128;    // following split flags: the fewest splits a chunk waits for
 struct MergeSmem {                     // dynamic shared memory of attention_merge_kernel, then
   float4 factors[kMergeChunk];         // per split of the chunk: sa, sb, its l, unused
   float2 ml[kMergeChunk];              // the splits' (m, l), staged by one cp.async group
@@ -983,16 +1017,26 @@ static_assert(sizeof(MergeSmem) % 16 == 0, "MergeSmem: the rings are 16-byte ali
 constexpr size_t merge_smem_bytes(int d) { return sizeof(MergeSmem) + d / kMergeCols * sizeof(MergeRing); }
 template <class T, int D>
 __global__ void __launch_bounds__(D)
-    attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits) {
+    attention_merge_kernel(const AttentionParams<T> p, int rows_per_head, int max_splits, bool follow_flags) {
   static_assert(D % kMergeCols == 0 && kMergeChunk % D == 0, "attention_merge_kernel: column groups and runs");
   static_assert(D / kMergeCols <= sizeof(MergeSmem::warp_max) / sizeof(float), "attention_merge_kernel: warp totals");
   extern __shared__ __align__(16) unsigned char merge_smem_raw[];
   MergeSmem& sm = *reinterpret_cast<MergeSmem*>(merge_smem_raw);
-  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
-  detail::wait_for_previous_grid();
+  __shared__ int ready_splits;  // following the flags: the splits of this chunk whose partials are in
   constexpr int kWarps = D / kMergeCols;
   const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
   const int t = threadIdx.x, warp = t / 32, lane = t % 32, col = warp * kMergeCols + lane;
+  const PartialSlot first_split(p, D, b, kvh, 0, max_splits, rows_per_head, r);
+  const unsigned split_stride = static_cast<unsigned>(rows_per_head) * D;  // floats from split s to s + 1
+  auto split_flag = [&](int split) { return first_split.flag + static_cast<size_t>(split) * rows_per_head; };
+  detail::allow_dependent_launch();  // launched with launch_dependent: see device_common.cuh
+  if (follow_flags) {  // split 0's flag: the split kernel has passed its wait, the lengths are in
+    if (t == 0)
+      while (!detail::flag_acquire(split_flag(0))) detail::flag_spin_pause();
+    __syncthreads();
+  } else {
+    detail::wait_for_previous_grid();
+  }
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int L = p.kv.length[b];
   const int i = r / g, head = kvh * g + r % g;
@@ -1000,11 +1044,14 @@ __global__ void __launch_bounds__(D)
   const int S = p.schedule.split_len;
   const int ns = (n_keys + S - 1) / S;
   if (ns > max_splits) {  // keys past the launch's splits (a max_keys too small): kRowPastMaxKeysBits
+    if (follow_flags)  // every split of the launch sets this row's flag: wait for it, then clear it
+      for (int k = t; k < max_splits; k += D) {
+        while (!detail::flag_acquire(split_flag(k))) detail::flag_spin_pause();
+        *split_flag(k) = 0;
+      }
     p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = __uint_as_float(kRowPastMaxKeysBits);
     return;
   }
-  const PartialSlot first_split(p, D, b, kvh, 0, max_splits, rows_per_head, r);
-  const unsigned split_stride = static_cast<unsigned>(rows_per_head) * D;  // floats from split s to s + 1
   MergeRing& ring = reinterpret_cast<MergeRing*>(merge_smem_raw + sizeof(MergeSmem))[warp];
 
   // Ring stage `stage` <- this warp's columns of the acc partials of splits [first, first +
@@ -1030,8 +1077,37 @@ __global__ void __launch_bounds__(D)
 
   // The fold's state after the splits so far; (-0, -0) before the first (see above).
   float m = neg_inf(), l = -0.f, acc = -0.f;
-  for (int chunk = 0; chunk < ns; chunk += kMergeChunk) {
-    const int n = min(kMergeChunk, ns - chunk);
+  for (int chunk = 0; chunk < ns;) {
+    int n = min(kMergeChunk, ns - chunk);
+    if (follow_flags) {
+      // The chunk: the splits from `chunk` on whose flags are set, once there are at least
+      // kMergeMinChunk of them (or all the row has left): each chunk costs a few microseconds of
+      // latency (flags, (m, l), the ring's first stages) whatever its size.
+      const int need = min(n, kMergeMinChunk);
+      int wait_for = need - 1;  // the split whose flag thread 0 waits for before the scan
+      for (;;) {
+        if (t == 0) {
+          while (!detail::flag_acquire(split_flag(chunk + wait_for))) detail::flag_spin_pause();
+          ready_splits = n;
+        }
+        __syncthreads();
+        int missing = n;
+        for (int k = t; k < n; k += D)
+          if (!detail::flag_acquire(split_flag(chunk + k))) {
+            missing = k;
+            break;
+          }
+        if (missing < n) atomicMin(&ready_splits, missing);
+        __syncthreads();
+        const int ready = ready_splits;
+        __syncthreads();  // read by every thread before thread 0 writes it again
+        if (ready >= need) {
+          n = ready;
+          break;
+        }
+        wait_for = ready;  // the first split still missing
+      }
+    }
     const int n_stages = (n + kMergeStageSplits - 1) / kMergeStageSplits;
     // (m, l) of the chunk's splits, all copies in flight at once, then the ring's first stages.
     for (int k = t; k < n; k += D)
@@ -1107,12 +1183,30 @@ __global__ void __launch_bounds__(D)
       load_stage(next % kMergeRing, chunk + next * kMergeStageSplits, next < n_stages ? chunk + n : 0);
     }
     detail::cp_async_wait<0>();
-    __syncthreads();  // factors, ml and the rings are reused by the next chunk
+    __syncthreads();  // factors, ml, the rings and ready_splits are reused by the next chunk
+    chunk += n;
   }
+  if (follow_flags)  // every flag this row's splits set, cleared for the next launch (seen set above)
+    for (int k = t; k < max(ns, 1); k += D) *split_flag(k) = 0;
   p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = softmax_normalize(acc, l);
 }
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
+
+// Whether a one-CTA decode launch gives the kernel its split flags, so that the merge folds each
+// split as soon as it is written (PERFORMANCE.md change 58). What that saves is on the grid's last
+// row (sequence, KV head), the one whose merge ends the launch: its splits that finish before the
+// grid's last wave (slots: the CTAs the card runs at once; the rows' splits are consecutive CTAs)
+// are folded behind that wave, about 0.02 us per split on the H200, where the merge used to start
+// after the whole grid. What it costs: each CTA's fence and barrier at its end, about 0.4 us per
+// wave, and a chunk more in the merge (~2 us). Same-run A/B, batch 1: 256K 2.7-3.4% faster (280
+// and 444 such splits), 128K 1-2% slower (8 and 24), 64K at 28/4 level (none); batch 8 256K,
+// 21-41 waves, 0.8-1.7% slower (240-ish).
+bool merge_follows_flags(int max_splits, long long ctas, long long slots) {
+  const long long waves = (ctas + slots - 1) / slots;
+  const long long early = (waves - 1) * slots - (ctas - max_splits);  // the last row's splits before the last wave
+  return waves > 1 && early >= 20 * waves + 100;
+}
 
 // One instance of the decode kernel: its shared memory, how many of its CTAs an SM holds (the
 // shared-memory attribute is set on first use), and its launch.
@@ -1130,10 +1224,14 @@ struct DecodeInstance {
       return ctas;
     });
   }
-  static void launch(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
-    ctas_per_sm();  // sets the shared-memory attribute
+  // Returns whether the launch sets split flags (merge_follows_flags).
+  static bool launch(AttentionParams<T> p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
+                     cudaStream_t stream) {
+    const long long slots = static_cast<long long>(sms) * ctas_per_sm();  // (sets the shared-memory attribute)
+    if (p.split_flag_use == SplitFlagUse::Auto && !merge_follows_flags(max_splits, ctas, slots)) p.split_flags = nullptr;
     detail::launch_dependent(attention_split_decode_kernel<T, D, kStages, kWarps>, grid, kWarps * 32, kSmem, stream,
                              "attention_split_decode_kernel", p, rows, max_splits);
+    return p.split_flags != nullptr;
   }
 };
 
@@ -1144,14 +1242,13 @@ struct DecodeInstance {
 // us, batch 1 128K 55.8 -> 50.6, 28/4 batch 1 64K 53.3 -> 48.7); beyond that two stages win
 // (three at 12/2 batch 1 256K: 90.0 -> 91.6, block-sparse 28/4 batch 8 256K: 145 -> 161).
 template <class T, int D, int kWarps>
-void launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
+bool launch_decode_stages(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
                           cudaStream_t stream) {
   if (ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 6, kWarps>::ctas_per_sm())
-    DecodeInstance<T, D, 6, kWarps>::launch(p, grid, rows, max_splits, stream);
-  else if (ctas <= 2LL * sms * DecodeInstance<T, D, 3, kWarps>::ctas_per_sm())
-    DecodeInstance<T, D, 3, kWarps>::launch(p, grid, rows, max_splits, stream);
-  else
-    DecodeInstance<T, D, 2, kWarps>::launch(p, grid, rows, max_splits, stream);
+    return DecodeInstance<T, D, 6, kWarps>::launch(p, grid, rows, max_splits, ctas, sms, stream);
+  if (ctas <= 2LL * sms * DecodeInstance<T, D, 3, kWarps>::ctas_per_sm())
+    return DecodeInstance<T, D, 3, kWarps>::launch(p, grid, rows, max_splits, ctas, sms, stream);
+  return DecodeInstance<T, D, 2, kWarps>::launch(p, grid, rows, max_splits, ctas, sms, stream);
 }
 
 // The clusters of attention_split_decode_cluster_kernel the current device runs at once (its
@@ -1183,8 +1280,11 @@ constexpr long long kDenseClusterGridMax = 26;
 // dense multi-wave grids hold or gain (28/4 batch 1 256K 161.4 -> 155.8); dense one-wave grids
 // of 67-264 CTAs measured slower with eight (12/2 batch 8 4K 21.0 -> 22.8 us, batch 1 64K 29.9
 // -> 31.0).
+//
+// Returns whether the launch sets split flags (only the one-CTA kernel does, where
+// merge_follows_flags says so).
 template <class T, int D>
-void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
+bool launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;
   const int sms = detail::sm_count();
   const long long ctas = static_cast<long long>(grid.x) * grid.y * grid.z;
@@ -1201,14 +1301,12 @@ void launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_spl
     detail::launch_dependent(attention_split_decode_cluster_kernel<T, D>, dim3(grid.x * kClusterCtas, grid.y, grid.z),
                              kClusterWarps * 32, ClusterDecodeLayout<D>::kSmem, stream,
                              "attention_split_decode_cluster_kernel", p, rows, max_splits);
-    return;
+    return false;
   }
   const bool dense_one_wave = p.gather == KeyGather::Causal && 2 * ctas > sms &&
                               ctas <= static_cast<long long>(sms) * DecodeInstance<T, D, 3, 4>::ctas_per_sm();
-  if (dense_one_wave)
-    launch_decode_stages<T, D, 4>(p, grid, rows, max_splits, ctas, sms, stream);
-  else
-    launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
+  if (dense_one_wave) return launch_decode_stages<T, D, 4>(p, grid, rows, max_splits, ctas, sms, stream);
+  return launch_decode_stages<T, D, kWideWarps>(p, grid, rows, max_splits, ctas, sms, stream);
 }
 
 // The tensor map of a K or V cache for the wgmma kernel's loader (KvMaps): [batch * hkv][capacity][D].
@@ -1227,8 +1325,9 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
+  bool flags_set = false;  // the split kernel sets the split flags: the merge follows them
   if (rows <= 16) {
-    launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
+    flags_set = launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
   } else {
     // The wgmma kernel reads causal keys only (its tiles are contiguous in the cache): block-sparse
     // attention, validated to n_new = 1 with groups of at most 8, never has more than 16 rows.
@@ -1254,7 +1353,7 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   static detail::PerDeviceCache merge_configured;
   detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));
   detail::launch_dependent(attention_merge_kernel<T, D>, dim3(rows, hkv, p.kv.batch), D, merge_smem_bytes(D), stream,
-                           "attention_merge_kernel", p, rows, max_splits);
+                           "attention_merge_kernel", p, rows, max_splits, flags_set);
 }
 
 }  // namespace
@@ -1263,6 +1362,11 @@ size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int 
                                   int max_keys, const Schedule& s) {
   const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
   return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows * (head_dim + 2);
+}
+size_t attention_split_flag_words(int batch, int n_kv_heads, int n_q_heads, int n_new, int max_keys,
+                                  const Schedule& s) {
+  const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
+  return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows;
 }
 
 template <class T>
@@ -1287,6 +1391,14 @@ void attention(const AttentionParams<T>& p, cudaStream_t stream) {
     throw InvalidArgument("cuda::attention: workspace of " + std::to_string(p.workspace_floats) + " floats, " +
                           std::to_string(need) + " needed for n_new = " + std::to_string(p.n_new) +
                           " and max_keys = " + std::to_string(p.max_keys));
+  if (p.split_flags) {
+    const size_t words = attention_split_flag_words(p.kv.batch, p.kv.n_kv_heads, p.n_q_heads, p.n_new, p.max_keys,
+                                                    p.schedule);
+    if (p.split_flag_words < words)
+      throw InvalidArgument("cuda::attention: split flags of " + std::to_string(p.split_flag_words) + " words, " +
+                            std::to_string(words) + " needed for n_new = " + std::to_string(p.n_new) +
+                            " and max_keys = " + std::to_string(p.max_keys));
+  }
   if (p.kv.head_dim == 128)
     launch<T, 128>(p, stream);
   else

@@ -106,7 +106,12 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
 // allow_dependent_launch() at its start to let the next kernel be scheduled early (no effect when
 // that one is launched normally), but only where the early CTAs, which wait on its SMs, cost
 // nothing: the attention kernels (but the cluster decode kernel, which measured 3-12% slower
-// with the merge's CTAs let in early, calls it at its end). The selection kernels are bound by
+// with the merge's CTAs let in early, calls it at its end, and the one-CTA decode kernel right
+// after its wait). The one exception to the wait: a merge that follows split flags
+// (attention.cu, attention_merge_kernel) waits for the flags instead, which the split kernel sets
+// after its own wait, so what the merge reads was written after the kernels before the split
+// kernel completed; since the split kernel lets the merge be scheduled only after its wait, the
+// merge's own writes come after them too. The selection kernels are bound by
 // instruction issue and do not (with the trigger in the scores kernel, selection at 12/2 batch
 // 1 256K took 44.7 us instead of 30.1 on the H200, and 136 us instead of 118 at 28/4 batch 8);
 // without it the launch latency is still partly hidden.
@@ -152,6 +157,22 @@ __device__ __forceinline__ uint32_t count_arrival_acq_rel(uint32_t addr) {
   asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n" : "=r"(before) : "r"(addr) : "memory");
   return before;
 }
+
+// A flag in global memory between two kernels running at once (attention's split flags): the
+// writer's CTA stores its data, each writing thread fences (__threadfence), the CTA meets at a
+// barrier, then one thread sets the flag by flag_release; the reader spins on flag_acquire until
+// it is set and meets its CTA at a barrier before any thread reads the data (the pattern of
+// CUTLASS's semaphore). flag_spin_pause keeps a waiting thread from taking the issue slots of
+// the CTAs it waits for.
+__device__ __forceinline__ void flag_release(uint32_t* flag, uint32_t value) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
+}
+__device__ __forceinline__ uint32_t flag_acquire(const uint32_t* flag) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
+  return v;
+}
+__device__ __forceinline__ void flag_spin_pause() { __nanosleep(256); }
 
 // Distributed shared memory (sm_90 clusters) without cluster-wide memory barriers: a value stored
 // into another CTA's shared memory by st_async_u32 completes its 4 bytes on that CTA's mbarrier,

@@ -20,6 +20,9 @@ AttentionParams<T> attention_params(const SparseStepParams<T>& p) {
   a.schedule = p.schedule;
   a.workspace = p.workspace;
   a.workspace_floats = p.workspace_floats;
+  a.split_flags = p.split_flags;
+  a.split_flag_words = p.split_flag_words;
+  a.split_flag_use = p.split_flag_use;
   return a;
 }
 // The length bound that sizes a step's attention launch: max_length, or the capacity when it is
@@ -52,6 +55,7 @@ StepBufferSizes sparse_step_buffer_sizes(int batch, int n_kv_heads, int n_q_head
   // The workspace grows with the rows per launch: the largest chunk (or one decode row) bounds it.
   z.workspace_floats =
       attention_workspace_floats(batch, n_kv_heads, n_q_heads, std::max(1, max_chunk), head_dim, capacity, s);
+  z.split_flag_words = attention_split_flag_words(batch, n_kv_heads, n_q_heads, std::max(1, max_chunk), capacity, s);
   return z;
 }
 

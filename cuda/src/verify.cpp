@@ -104,10 +104,15 @@ struct DeviceState {
   }
 };
 
+// One attention call on the device, its outputs downloaded. With split_flags (the default) the
+// call gets zero-filled split flags, used by every one-CTA decode launch (SplitFlagUse::Always),
+// and rec checks that it left every word zero (AttentionParams::split_flags), under "split flags
+// left zero".
 template <class T>
-std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s, DeviceState<T>& st,
+std::vector<float> gpu_attention(Recorder& rec, const AttentionShape& shape, const Schedule& s, DeviceState<T>& st,
                                  const std::vector<T>& q, int n_new, KeyGather gather,
-                                 const BlockSelection* sel, int block_size, int max_keys = 0) {
+                                 const BlockSelection* sel, int block_size, int max_keys = 0,
+                                 bool split_flags = true) {
   DeviceBuffer<T> dq(q);
   DeviceBuffer<int32_t> blocks, counts;
   AttentionParams<T> p;
@@ -134,9 +139,22 @@ std::vector<float> gpu_attention(const AttentionShape& shape, const Schedule& s,
   out.fill_bytes(0xff);  // poison: every element must be written
   p.workspace = ws.get();
   p.workspace_floats = ws.size();
+  DeviceBuffer<uint32_t> flags(split_flags ? attention_split_flag_words(st.kv.batch, shape.n_kv_heads, shape.n_q_heads,
+                                                                       n_new, p.max_keys, s)
+                                           : 0);
+  flags.fill_bytes(0);
+  p.split_flags = flags.get();
+  p.split_flag_words = flags.size();
+  p.split_flag_use = SplitFlagUse::Always;
   p.out = out.get();
   attention<T>(p, nullptr);
   RESA_CUDA_CHECK(cudaDeviceSynchronize());
+  if (split_flags)
+    rec.exact("split flags left zero",
+              std::string(Storage<T>::name) + " " + shape.str() + " batch=" + std::to_string(st.kv.batch) +
+                  " n_new=" + std::to_string(n_new) + " max_keys=" + std::to_string(p.max_keys) +
+                  (gather == KeyGather::Blocks ? " block-sparse" : " causal"),
+              flags.download(), std::vector<uint32_t>(flags.size(), 0u));
   return out.download();
 }
 
@@ -164,7 +182,9 @@ void verify_dense_and_chunk(Recorder& rec, const AttentionShape& shape, const st
     const auto q = testdata::random_storage<T>(lengths.size() * shape.n_q_heads * shape.head_dim, rng, fill);
     std::vector<float> ref(q.size());
     dense_decode<T>(shape, s, cache, q.data(), ref.data());
-    rec.floats("dense decode", name, gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0), ref);
+    rec.floats("dense decode", name, gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Causal, nullptr, 0), ref);
+    rec.floats("dense decode, no split flags", name,
+               gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Causal, nullptr, 0, 0, false), ref);
   }
   int64_t min_len = cap;
   for (auto L : lengths) min_len = std::min(min_len, L);
@@ -174,7 +194,7 @@ void verify_dense_and_chunk(Recorder& rec, const AttentionShape& shape, const st
     std::vector<float> ref(q.size());
     chunked_attention<T>(shape, s, cache, n, q.data(), ref.data());
     rec.floats("chunked attention", name + " n=" + std::to_string(n),
-               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
+               gpu_attention<T>(rec, shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
   }
 }
 
@@ -210,7 +230,7 @@ void verify_rows_past_max_keys(Recorder& rec, const AttentionShape& shape, const
     rec.floats(n == 1 ? "dense decode" : "chunked attention",
                describe(Storage<T>::name, shape, lengths, Fill::Normal,
                         "n=" + std::to_string(n) + " max_keys=" + std::to_string(max_keys)),
-               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0, max_keys), expect);
+               gpu_attention<T>(rec, shape, s, st, q, n, KeyGather::Causal, nullptr, 0, max_keys), expect);
   }
 }
 
@@ -310,12 +330,12 @@ void verify_sparse(Recorder& rec, const AttentionShape& shape, const std::vector
     std::vector<float> ref(q.size());
     block_sparse_decode<T>(shape, s, cache, cfg.block_size, ref_sel, q.data(), ref.data());
     rec.floats("block-sparse decode", name,
-               gpu_attention<T>(shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), ref);
+               gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), ref);
   }
   if (cfg.ratio == Fraction{1, 1}) {  // ratio 1 sparse equals dense on the GPU
-    const auto dense = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+    const auto dense = gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
     rec.floats("ratio=1 sparse == dense (GPU)", name,
-               gpu_attention<T>(shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), dense);
+               gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Blocks, &ref_sel, cfg.block_size), dense);
   }
 }
 
@@ -354,6 +374,11 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
   p.max_selected = z.max_selected;
   p.workspace = ws.get();
   p.workspace_floats = ws.size();
+  DeviceBuffer<uint32_t> flags(z.split_flag_words);  // one set for every call of the run
+  flags.fill_bytes(0);
+  p.split_flags = flags.get();
+  p.split_flag_words = flags.size();
+  p.split_flag_use = SplitFlagUse::Always;
   p.out = out.get();
   // With spare capacity, the launches are sized by SparseStepParams::max_length: the longest
   // length of the run (a graph is captured once) or, eager, the longest after each call.
@@ -465,6 +490,7 @@ void verify_resa_steps(Recorder& rec, const AttentionShape& shape, int64_t prefi
     }
     rec.exact("ReSA step state (cache, descriptors)", tag, a, b);
   }
+  rec.exact("split flags left zero", tag + " after every step", flags.download(), std::vector<uint32_t>(flags.size(), 0u));
   if (graph_exec) RESA_CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
   RESA_CUDA_CHECK(cudaStreamDestroy(stream));
 }
@@ -479,8 +505,8 @@ void verify_invariance(Recorder& rec, uint64_t seed) {
   KvCache<T> big = testdata::random_cache<T>(shape, lengths, 5000, rng, Fill::Normal);
   const auto q = testdata::random_storage<T>(3 * 12 * 128, rng, Fill::Normal);
   DeviceState<T> st(big, nullptr, 16);
-  const auto batched = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
-  const auto again = gpu_attention<T>(shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+  const auto batched = gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
+  const auto again = gpu_attention<T>(rec, shape, s, st, q, 1, KeyGather::Causal, nullptr, 0);
   rec.floats("run-to-run (GPU)", std::string(Storage<T>::name) + " dense decode repeated", again, batched);
   const size_t row = 12 * 128;
   for (int b = 0; b < 3; ++b) {
@@ -494,7 +520,7 @@ void verify_invariance(Recorder& rec, uint64_t seed) {
     one.length = {lengths[b]};
     DeviceState<T> single(one, nullptr, 16);
     std::vector<T> qb(q.begin() + b * row, q.begin() + (b + 1) * row);
-    const auto alone = gpu_attention<T>(shape, s, single, qb, 1, KeyGather::Causal, nullptr, 0);
+    const auto alone = gpu_attention<T>(rec, shape, s, single, qb, 1, KeyGather::Causal, nullptr, 0);
     rec.floats("batch invariance (GPU)", std::string(Storage<T>::name) + " sequence " + std::to_string(b) + " of 3",
                alone, std::vector<float>(batched.begin() + b * row, batched.begin() + (b + 1) * row));
   }
@@ -528,7 +554,7 @@ void verify_edge_cases(Recorder& rec, uint64_t seed) {
     std::vector<float> ref(q.size());
     chunked_attention<T>(shape, s, cache, n, q.data(), ref.data());
     rec.floats(n == 1 ? "dense decode" : "chunked attention", name + " n=" + std::to_string(n),
-               gpu_attention<T>(shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
+               gpu_attention<T>(rec, shape, s, st, q, n, KeyGather::Causal, nullptr, 0), ref);
   }
   for (int b : {1, 2, 4, 512}) {
     KvCache<T> clean = testdata::random_cache<T>(shape, {1100, 37}, 1100, rng, Fill::Adversarial);
@@ -545,7 +571,7 @@ void verify_edge_cases(Recorder& rec, uint64_t seed) {
     std::vector<float> ref(q.size());
     block_sparse_decode<T>(shape, s, clean, b, sel, q.data(), ref.data());
     rec.floats("block-sparse decode", std::string(Storage<T>::name) + " b=" + std::to_string(b) + " L=1100,37",
-               gpu_attention<T>(shape, s, cs, q, 1, KeyGather::Blocks, &sel, b), ref);
+               gpu_attention<T>(rec, shape, s, cs, q, 1, KeyGather::Blocks, &sel, b), ref);
   }
 }
 
@@ -680,6 +706,10 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   // And in caches far longer than the sequences, with the launches sized by max_length.
   verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, false, 20000);
   verify_resa_steps<bf16>(rec, {12, 2, 128}, 700, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true, 20000);
+  // Ratio 1 over 40K keys: the block-sparse launches take the one-CTA kernel (79 splits x 2 KV
+  // heads x 2 sequences), whose merge follows the split flags, replayed from a graph on one set
+  // of flags.
+  verify_resa_steps<bf16>(rec, {12, 2, 128}, 40000, 10, sparse_config(16, {1, 1}, 4, 0, 8), seed++, true);
   if (opt.quick) {
     verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true);
   } else {
@@ -698,6 +728,10 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   // on the next head's).
   verify_rows_past_max_keys<bf16>(rec, {8, 2, 128}, {3000, 700}, 1024, {1, 8}, seed++);
   verify_rows_past_max_keys<bf16>(rec, {8, 8, 64}, {30000, 3000, 40}, 20600, {32}, seed++);
+  // 30000 keys, 59 splits x 2 KV heads x 2 sequences: decode on the one-CTA kernel with split
+  // flags; the merge of the 50000-key sequence's rows waits for its flags and clears them
+  // without folding.
+  verify_rows_past_max_keys<bf16>(rec, {8, 2, 128}, {50000, 3000}, 30000, {1}, seed++);
   verify_invariance<bf16>(rec, seed++);
   if (!opt.quick) verify_invariance<fp16>(rec, seed++);
   verify_edge_cases<bf16>(rec, seed++);

@@ -75,5 +75,36 @@ TEST(GpuApi, StepsRefuseAMaxLengthOutsideTheCapacity) {
   }
 }
 
+// Split flags fewer than the launch needs are refused, naming them, before anything is enqueued
+// (no device needed; the pointers are never dereferenced).
+TEST(GpuApi, AttentionRefusesTooFewSplitFlags) {
+  bf16 host_t[1];
+  int32_t host_len[1];
+  float host_f[1];
+  uint32_t host_flags[1];
+  cuda::AttentionParams<bf16> p;
+  p.q = host_t;
+  p.kv = {host_t, host_t, host_len, 2, 2, 4096, 128};
+  p.n_q_heads = 12;
+  p.schedule = make_schedule({12, 2, 128});
+  p.max_keys = 4096;
+  p.workspace = host_f;
+  p.workspace_floats = cuda::attention_workspace_floats(2, 2, 12, 1, 128, 4096, p.schedule);
+  p.out = host_f;
+  p.split_flags = host_flags;
+  const size_t need = cuda::attention_split_flag_words(2, 2, 12, 1, 4096, p.schedule);
+  EXPECT_EQ(need, 2u * 2 * (4096 / p.schedule.split_len) * 6);  // sequence x KV head x split x row
+  p.split_flag_words = need - 1;
+  try {
+    cuda::attention<bf16>(p, nullptr);
+    ADD_FAILURE() << "no InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("split flags of " + std::to_string(need - 1) + " words, " +
+                                         std::to_string(need) + " needed"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace resa

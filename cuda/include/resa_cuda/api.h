@@ -111,6 +111,12 @@ enum class KeyGather : int {
   Blocks = 1,  // the selected blocks (ascending), the last one cut at the length
 };
 
+// Which one-CTA decode launches given split flags (AttentionParams::split_flags) use them: Auto,
+// those where the launch rule predicts a gain (multi-wave grids whose last row has many splits
+// finished before the last wave, PERFORMANCE.md change 58); Always, every one (what `resa verify`
+// runs, so that the flags are checked on every grid).
+enum class SplitFlagUse : int { Auto = 0, Always = 1 };
+
 // Attention of n_new query rows per (sequence, query head): the split kernel writes one partial
 // (m, l, acc) per (sequence, KV head, split, row), the merge kernel folds them left to right.
 template <class T>
@@ -127,6 +133,16 @@ struct AttentionParams {
                               // splits, ceil(max_keys / split_len); see kRowPastMaxKeysBits
   float* workspace = nullptr; // attention_workspace_floats(...) floats
   size_t workspace_floats = 0;  // its size; a launch that needs more is refused
+  // Optional split flags: attention_split_flag_words(...) 32-bit words, all zero before the first
+  // call and left zero by every call, so allocate them zero-filled once and give them to nothing
+  // else (calls that may run at the same time need flags of their own, as they need workspaces
+  // of their own). With them, the merge of a launch on the one-CTA decode kernel folds each
+  // split's partial as soon as its flag is set, behind the rest of the split grid, instead of
+  // starting after the whole grid (PERFORMANCE.md change 58); null: it waits for the grid. The
+  // outputs' bits are the same either way.
+  uint32_t* split_flags = nullptr;
+  size_t split_flag_words = 0;  // their count; a launch that needs more is refused
+  SplitFlagUse split_flag_use = SplitFlagUse::Auto;
   float* out = nullptr;       // [batch][n_new][Hq][d]
 };
 // The bits of every output element of a row whose keys need more splits than the launch has,
@@ -138,6 +154,9 @@ constexpr uint32_t kRowPastMaxKeysBits = 0x7fd00000u;
 // Workspace size for a launch with these bounds.
 size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int n_new, int head_dim,
                                   int max_keys, const Schedule& s);
+// Split-flag words for a launch with these bounds (one per partial: sequence, KV head, split, row).
+size_t attention_split_flag_words(int batch, int n_kv_heads, int n_q_heads, int n_new, int max_keys,
+                                  const Schedule& s);
 template <class T>
 void attention(const AttentionParams<T>& p, cudaStream_t stream);
 
@@ -199,6 +218,11 @@ struct SparseStepParams {
   int max_selected = 0;
   float* workspace = nullptr;
   size_t workspace_floats = 0;  // from sparse_step_buffer_sizes; a launch needing more is refused
+  // Optional split flags (AttentionParams::split_flags: zero-filled once, left zero by every
+  // call; a launch needing more is refused), for every attention launch of the steps.
+  uint32_t* split_flags = nullptr;
+  size_t split_flag_words = 0;
+  SplitFlagUse split_flag_use = SplitFlagUse::Auto;
   float* out = nullptr;  // [batch][Hq][d]
   // Optional: a bound, known to the host, on every sequence's length after the call (0: the
   // capacity). The attention launches are sized by it instead of the capacity, which matters when
@@ -223,8 +247,8 @@ void rectify(const SparseStepParams<T>& p, int f, const T* q_chunk, const T* k_c
 
 // Sizes of the scratch a sparse step needs for caches of `capacity`.
 struct StepBufferSizes {
-  size_t scores, keys, blocks, n_blocks, workspace_floats;
-  int max_selected;
+  size_t scores = 0, keys = 0, blocks = 0, n_blocks = 0, workspace_floats = 0, split_flag_words = 0;
+  int max_selected = 0;
 };
 // max_keys of the block-sparse attention after a selection, for sequences of at most
 // `length_bound` tokens: the keys of the blocks such a sequence selects, within the block list's
