@@ -708,8 +708,10 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   verify_resa_steps<bf16>(rec, {12, 2, 128}, 700, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true, 20000);
   // Ratio 1 over 40K keys: the block-sparse launches take the one-CTA kernel (79 splits x 2 KV
   // heads x 2 sequences), whose merge follows the split flags, replayed from a graph on one set
-  // of flags.
-  verify_resa_steps<bf16>(rec, {12, 2, 128}, 40000, 10, sparse_config(16, {1, 1}, 4, 0, 8), seed++, true);
+  // of flags. (With long contexts only: under compute-sanitizer's racecheck it alone outruns the
+  // sanitize stage's limit; the shorter cases take the flags on the one-CTA kernel too.)
+  if (opt.long_context)
+    verify_resa_steps<bf16>(rec, {12, 2, 128}, 40000, 10, sparse_config(16, {1, 1}, 4, 0, 8), seed++, true);
   if (opt.quick) {
     verify_resa_steps<bf16>(rec, {12, 2, 128}, 600, 10, sparse_config(16, {1, 10}, 4, 0, 8), seed++, true);
   } else {
@@ -731,7 +733,7 @@ VerifyReport run_validation_matrix(const VerifyOptions& opt) {
   // 30000 keys, 59 splits x 2 KV heads x 2 sequences: decode on the one-CTA kernel with split
   // flags; the merge of the 50000-key sequence's rows waits for its flags and clears them
   // without folding.
-  verify_rows_past_max_keys<bf16>(rec, {8, 2, 128}, {50000, 3000}, 30000, {1}, seed++);
+  if (opt.long_context) verify_rows_past_max_keys<bf16>(rec, {8, 2, 128}, {50000, 3000}, 30000, {1}, seed++);
   verify_invariance<bf16>(rec, seed++);
   if (!opt.quick) verify_invariance<fp16>(rec, seed++);
   verify_edge_cases<bf16>(rec, seed++);
