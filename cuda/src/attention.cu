@@ -232,10 +232,11 @@ struct PartialSlot {
 // Split flags (AttentionParams::split_flags), set by the decode kernel so that the merge can fold
 // each split as soon as it is written (attention_merge_kernel): a split sets the flag of each row
 // whose partial it wrote, after the CTA's partial stores (the CTA's threads fence, then meet at a
-// barrier: device_common.cuh, flag_release). Split 0 writes a partial for every row (each row has
-// a key there), or, where it has no keys (a sequence without any), sets every row's flag all the
-// same by split0_flags_without_keys: the merge waits for split 0 before it reads the lengths, so
-// that it reads them after the kernels before the split kernel.
+// barrier: device_common.cuh, flag_release), and split 0 sets every row's flag, whether it wrote
+// the row's partial or not (a row without keys: a length below n_new, which the merge then
+// writes without folding instead of waiting forever; a sequence without keys, whose split 0
+// sets them by split0_flags_without_keys): the merge waits for split 0 before it reads the
+// lengths, so that it reads them after the kernels before the split kernel.
 template <class T>
 __device__ void split0_flags_without_keys(const AttentionParams<T>& p, int b, int kvh, int max_splits,
                                           int rows_per_head) {
@@ -742,13 +743,13 @@ __global__ void __launch_bounds__(kWarps * 32, kDecodeMinCtas<kStages, kWarps>)
           make_float2(acc[jl][2 * h], acc[jl][2 * h + 1]);
     if (warp == 0 && tq == 0) out.ml[0] = m[h], out.ml[1] = lf[2 * h];
   }
-  if (p.split_flags) {  // the rows written above, once every thread's stores are in (split flags above)
+  if (p.split_flags) {  // the rows written above (and every row by split 0), once every thread's stores are in
     __threadfence();
     __syncthreads();
     if (warp == 0 && tq == 0)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
-        if (row_valid[h] && limit[h] > split_begin)
+        if (row_valid[h] && (split == 0 || limit[h] > split_begin))
           detail::flag_release(PartialSlot(p, D, b, kvh, split, max_splits, rows_per_head, row[h]).flag, 1u);
   }
 }
@@ -1050,6 +1051,7 @@ __global__ void __launch_bounds__(D)
         *split_flag(k) = 0;
       }
     p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = __uint_as_float(kRowPastMaxKeysBits);
+    if (follow_flags) detail::wait_for_previous_grid();  // see the kernel's end
     return;
   }
   MergeRing& ring = reinterpret_cast<MergeRing*>(merge_smem_raw + sizeof(MergeSmem))[warp];
@@ -1189,6 +1191,11 @@ __global__ void __launch_bounds__(D)
   if (follow_flags)  // every flag this row's splits set, cleared for the next launch (seen set above)
     for (int k = t; k < max(ns, 1); k += D) *split_flag(k) = 0;
   p.out[((static_cast<size_t>(b) * p.n_new + i) * p.n_q_heads + head) * D + col] = softmax_normalize(acc, l);
+  // Following the flags, the merge still completes only after the split grid (whose CTAs without
+  // keys set no flag and may not have read the lengths yet), so that the next kernel, which
+  // waits for this one only, finds every kernel before it completed (device_common.cuh). Every
+  // CTA that sets a flag is done by now; this costs the last row nothing.
+  if (follow_flags) detail::wait_for_previous_grid();
 }
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
@@ -1325,6 +1332,10 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
   const int hkv = p.kv.n_kv_heads, g = p.n_q_heads / hkv;
   const int rows = p.n_new * g;
   const int max_splits = max_splits_for(p.max_keys, p.schedule);
+  // The merge's shared-memory attribute before the split kernel is enqueued: nothing that can
+  // throw comes between a split kernel that sets flags and the merge that clears them.
+  static detail::PerDeviceCache merge_configured;
+  detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));
   bool flags_set = false;  // the split kernel sets the split flags: the merge follows them
   if (rows <= 16) {
     flags_set = launch_decode<T, D>(p, dim3(max_splits, hkv, p.kv.batch), rows, max_splits, stream);
@@ -1350,8 +1361,6 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
     detail::launch_dependent(kernel, grid, warpgroups * 128, smem, stream, "attention_split_wgmma_kernel", p, rows,
                              max_splits, row_groups, splits_per_cta, maps);
   }
-  static detail::PerDeviceCache merge_configured;
-  detail::allow_dynamic_smem(merge_configured, attention_merge_kernel<T, D>, merge_smem_bytes(D));
   detail::launch_dependent(attention_merge_kernel<T, D>, dim3(rows, hkv, p.kv.batch), D, merge_smem_bytes(D), stream,
                            "attention_merge_kernel", p, rows, max_splits, flags_set);
 }

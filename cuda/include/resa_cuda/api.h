@@ -139,7 +139,8 @@ struct AttentionParams {
   // of their own). With them, the merge of a launch on the one-CTA decode kernel folds each
   // split's partial as soon as its flag is set, behind the rest of the split grid, instead of
   // starting after the whole grid (PERFORMANCE.md change 58); null: it waits for the grid. The
-  // outputs' bits are the same either way.
+  // outputs' bits are the same either way. After a call that threw, or a device error, zero them
+  // again before the next call (a split kernel may have set some that no merge cleared).
   uint32_t* split_flags = nullptr;
   size_t split_flag_words = 0;  // their count; a launch that needs more is refused
   SplitFlagUse split_flag_use = SplitFlagUse::Auto;
