@@ -107,14 +107,16 @@ __device__ __forceinline__ uint32_t pack_rn(float lo, float hi) {
 // that one is launched normally), but only where the early CTAs, which wait on its SMs, cost
 // nothing: the attention kernels (but the cluster decode kernel, which measured 3-12% slower
 // with the merge's CTAs let in early, calls it at its end, and the one-CTA decode kernel right
-// after its wait). The one exception to the wait: a merge that follows split flags
+// after its wait). The selection kernels are bound by instruction issue and do not (with the
+// trigger in the scores kernel, selection at 12/2 batch 1 256K took 44.7 us instead of 30.1 on
+// the H200, and 136 us instead of 118 at 28/4 batch 8); without it the launch latency is still
+// partly hidden.
+// The one exception to the wait before the first access: a merge that follows split flags
 // (attention.cu, attention_merge_kernel) waits for the flags instead, which the split kernel sets
 // after its own wait, so what the merge reads was written after the kernels before the split
 // kernel completed; since the split kernel lets the merge be scheduled only after its wait, the
-// merge's own writes come after them too. The selection kernels are bound by
-// instruction issue and do not (with the trigger in the scores kernel, selection at 12/2 batch
-// 1 256K took 44.7 us instead of 30.1 on the H200, and 136 us instead of 118 at 28/4 batch 8);
-// without it the launch latency is still partly hidden.
+// merge's own writes come after them too; and it waits for the split grid at its end, so that
+// it, too, completes only after its predecessor.
 __device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
