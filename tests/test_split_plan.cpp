@@ -2,7 +2,8 @@
 // (cuda/src/split_plan.h, the functions attention.cu calls), on the CPU: every split a launch's
 // rows need is reduced by exactly one CTA, none past the launch's max_splits (the merge writes
 // those rows as NaN), no CTA takes more than its splits per CTA; and the rule's picks at the
-// benchmark's rows, which PERFORMANCE.md (changes 54 and 55) reports and measured.
+// benchmark's rows, which PERFORMANCE.md (changes 54 and 55) reports and measured; and the rule
+// for which decode launches give their merge split flags (change 58), at the benchmark's rows.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -93,6 +94,38 @@ TEST(SplitPlan, ValidationMatrixCasesHaveTheirComments) {
   EXPECT_EQ(wgmma_splits_per_cta(20600, kSplitLen, 24, 132), 4);
   EXPECT_EQ(split_groups(41, 4), 11);
   EXPECT_EQ(cta_split_count(8, 11, cta_splits(59, 41), 4), 3);  // 8, 19, 30; not 41
+}
+
+TEST(SplitFlagRule, PicksAtTheBenchmarkRows) {
+  // Dense decode at bench_gpu's rows (max_keys L + 33, so 513 splits at 256K; H200: 132 SMs,
+  // three CTAs per SM of the two-stage instance, two of the three-stage one, launch_decode's
+  // picks): the last row's splits before the last wave, and the rule's answer, as change 58
+  // measured them (flags faster at batch 1 256K, slower at 128K, at batch 8 and in one wave).
+  struct Row {
+    const char* what;
+    int max_splits;
+    long long ctas, slots, early;
+    bool flags;
+  };
+  const Row rows[] = {{"12/2 batch 1 256K", 513, 1026, 396, 279, true},
+                      {"28/4 batch 1 256K", 513, 2052, 396, 441, true},
+                      {"12/2 batch 1 128K", 257, 514, 264, 7, false},
+                      {"28/4 batch 1 128K", 257, 1028, 396, 21, false},
+                      {"28/4 batch 1 64K", 129, 516, 264, -123, false},
+                      {"12/2 batch 8 256K", 513, 8208, 396, 225, false},
+                      {"28/4 batch 8 256K", 513, 16416, 396, 333, false}};
+  for (const Row& r : rows) {
+    EXPECT_EQ(last_row_splits_before_last_wave(r.max_splits, r.ctas, r.slots), r.early) << r.what;
+    EXPECT_EQ(merge_follows_flags(r.max_splits, r.ctas, r.slots), r.flags) << r.what;
+  }
+  // One wave never: every split finishes in it (12/2 batch 1 64K: 258 CTAs, 264 slots).
+  EXPECT_FALSE(merge_follows_flags(129, 258, 264));
+  EXPECT_FALSE(merge_follows_flags(100000, 264, 264));
+  // The threshold itself: two waves of 396 need 140 of the last row's splits in the first.
+  EXPECT_TRUE(merge_follows_flags(400, 396 + 140, 396));   // 396 - 136 = 260 >= 140
+  EXPECT_FALSE(merge_follows_flags(395, 396 + 396, 396));  // 396 - 397 < 0
+  EXPECT_TRUE(merge_follows_flags(396, 396 + 256, 396));   // 396 - 256 = 140
+  EXPECT_FALSE(merge_follows_flags(395, 396 + 256, 396));  // 396 - 257 = 139
 }
 
 }  // namespace

@@ -999,7 +999,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kClusterW
 // time is latency, not bandwidth; PERFORMANCE.md change 41 has what this form gained over one
 // warp per 32 columns with the factor pass in each, and what did not help (a leaner loader, the
 // multiplies skipped where every sa of a stage is 1).
-// With follow_flags (the split kernel sets split flags: merge_follows_flags) the merge starts
+// With follow_flags (the split kernel sets split flags: split_plan::merge_follows_flags) the merge starts
 // while the split grid runs: it waits for split 0's flag instead of the grid (griddepcontrol.wait),
 // takes as a chunk the splits whose flags are set (kMergeMinChunk at least), and clears the row's
 // flags at its end; the chunks' boundaries move, the fold's order and arithmetic do not.
@@ -1200,21 +1200,6 @@ __global__ void __launch_bounds__(D)
 
 int max_splits_for(int max_keys, const Schedule& s) { return (max_keys + s.split_len - 1) / s.split_len; }
 
-// Whether a one-CTA decode launch gives the kernel its split flags, so that the merge folds each
-// split as soon as it is written (PERFORMANCE.md change 58). What that saves is on the grid's last
-// row (sequence, KV head), the one whose merge ends the launch: its splits that finish before the
-// grid's last wave (slots: the CTAs the card runs at once; the rows' splits are consecutive CTAs)
-// are folded behind that wave, about 0.02 us per split on the H200, where the merge used to start
-// after the whole grid. What it costs: each CTA's fence and barrier at its end, about 0.4 us per
-// wave, and a chunk more in the merge (~2 us). Same-run A/B, batch 1: 256K 2.7-3.4% faster (280
-// and 444 such splits), 128K 1-2% slower (8 and 24), 64K at 28/4 level (none); batch 8 256K,
-// 21-41 waves, 0.8-1.7% slower (240-ish).
-bool merge_follows_flags(int max_splits, long long ctas, long long slots) {
-  const long long waves = (ctas + slots - 1) / slots;
-  const long long early = (waves - 1) * slots - (ctas - max_splits);  // the last row's splits before the last wave
-  return waves > 1 && early >= 20 * waves + 100;
-}
-
 // One instance of the decode kernel: its shared memory, how many of its CTAs an SM holds (the
 // shared-memory attribute is set on first use), and its launch.
 template <class T, int D, int kStages, int kWarps>
@@ -1231,11 +1216,12 @@ struct DecodeInstance {
       return ctas;
     });
   }
-  // Returns whether the launch sets split flags (merge_follows_flags).
+  // Returns whether the launch sets split flags (split_plan::merge_follows_flags).
   static bool launch(AttentionParams<T> p, dim3 grid, int rows, int max_splits, long long ctas, int sms,
                      cudaStream_t stream) {
     const long long slots = static_cast<long long>(sms) * ctas_per_sm();  // (sets the shared-memory attribute)
-    if (p.split_flag_use == SplitFlagUse::Auto && !merge_follows_flags(max_splits, ctas, slots)) p.split_flags = nullptr;
+    if (p.split_flag_use == SplitFlagUse::Auto && !split_plan::merge_follows_flags(max_splits, ctas, slots))
+      p.split_flags = nullptr;
     detail::launch_dependent(attention_split_decode_kernel<T, D, kStages, kWarps>, grid, kWarps * 32, kSmem, stream,
                              "attention_split_decode_kernel", p, rows, max_splits);
     return p.split_flags != nullptr;
@@ -1289,7 +1275,7 @@ constexpr long long kDenseClusterGridMax = 26;
 // -> 31.0).
 //
 // Returns whether the launch sets split flags (only the one-CTA kernel does, where
-// merge_follows_flags says so).
+// split_plan::merge_follows_flags says so).
 template <class T, int D>
 bool launch_decode(const AttentionParams<T>& p, dim3 grid, int rows, int max_splits, cudaStream_t stream) {
   constexpr int kWideWarps = D / 8 / 8 >= 2 ? 8 : 4;

@@ -1,7 +1,8 @@
 // cuda/src/split_plan.h — which KV splits each CTA of the rectification (wgmma) kernel reduces,
 // and how many splits per CTA its launch picks: the device assignment and the host rule in one
 // place, compiled for both, so that the CPU test (tests/test_split_plan.cpp, in CI) checks the
-// very functions attention_split_wgmma_kernel and launch() call (cuda/src/attention.cu).
+// very functions attention_split_wgmma_kernel and launch() call (cuda/src/attention.cu); and the
+// host rule for which one-CTA decode launches give their merge split flags.
 // A launch for max_keys keys has max_splits = ceil(max_keys / split_len) splits per (row group,
 // KV head, sequence), spread over split_groups(max_splits, splits_per_cta) CTAs; the CTA of split
 // group j reduces splits j, j + groups, j + 2 groups, ... (interleaved, so that a sequence
@@ -52,6 +53,27 @@ inline int wgmma_splits_per_cta(int max_keys, int split_len, int ctas_per_split,
     if (s == 1 || cost < best_cost) best = s, best_cost = cost;
   }
   return best;
+}
+
+// Split flags (AttentionParams::split_flags, PERFORMANCE.md change 58): a one-CTA decode launch
+// may let its merge fold each split as soon as it is written instead of after the whole grid.
+// What that saves is on the grid's last row (sequence, KV head; its splits are the grid's last
+// max_splits CTAs), the one whose merge ends the launch: its splits that finish before the
+// grid's last wave (slots: the CTAs the card runs at once), folded behind that wave at about
+// 0.02 us per split on the H200, where the merge used to start after the whole grid. Counted
+// here as if the grid ran in whole waves.
+inline long long last_row_splits_before_last_wave(int max_splits, long long ctas, long long slots) {
+  const long long waves = (ctas + slots - 1) / slots;
+  return (waves - 1) * slots - (ctas - max_splits);
+}
+// What the flags cost: each CTA's fence and barrier at its end, about 0.4 us per wave, and a
+// chunk more in the merge (~2 us). So they go where the last row has at least 20 splits per
+// wave + 100 finished before the last wave. Same-run A/B (H200, change 58): batch 1 256K 2.8-3.3%
+// faster (279 and 441 such splits), 128K 1-2% slower with flags (7 and 21), one-wave grids 2-8%
+// slower with flags (none), batch 8 256K 0.8-1.7% slower with flags (21-42 waves, 225-333).
+inline bool merge_follows_flags(int max_splits, long long ctas, long long slots) {
+  const long long waves = (ctas + slots - 1) / slots;
+  return waves > 1 && last_row_splits_before_last_wave(max_splits, ctas, slots) >= 20 * waves + 100;
 }
 
 }  // namespace resa::cuda::split_plan
