@@ -8,9 +8,12 @@
 #   quick     `resa verify --quick` (a fast gate for A/B experiments, not a validation)
 #                                                                            -> quick.log
 #   checks    tests and verify at the same time (saves ~2 min of device time; not before bench)
-#   sanitize  compute-sanitizer memcheck/racecheck/initcheck/synccheck on `resa verify --quick`
-#             (SANITIZERS="initcheck" runs a subset of the tools)
+#   sanitize  compute-sanitizer memcheck/initcheck/synccheck on `resa verify --quick
+#             --no-long-context`, 150 s each (SANITIZERS="initcheck" runs a subset of the tools)
 #                                                                            -> sanitizer.log
+#   racecheck compute-sanitizer racecheck on the same matrix, its own stage (it is the slow tool:
+#             past 150 s at cf139d0), RACECHECK_TIMEOUT seconds (default 480), one line per case
+#             so that a timeout still shows how far it got           -> sanitizer_racecheck.log
 #   bench     GPU benchmark (copy bandwidth, kernels) and the PyTorch peers  -> bench.log, bench.json
 #             then 4K-64K sequences in caches of 256K + 33 tokens (every kernel launched for the
 #             capacity, as the step functions do without max_length)
@@ -54,18 +57,19 @@
 #             skips the C++ build, and its 6 model files and 2 logs fill the 8 files that come back)
 # At most 8 files come back from the device machine: keep $OUT to the logs named here.
 # Usage: bash scripts/gpu_validate.sh probe tests verify sanitize bench record
-#        A record in two device calls (all six stages in one call took 545 s at 8c18ac5 and ran
+#        A record in three device calls (all six stages in one call took 545 s at 8c18ac5 and ran
 #        past the device's 600-s limit per call at d8074fd, whose gpu tests took 310 s):
-#          bash scripts/gpu_validate.sh probe checks pack           (~6.5 min on an H200)
-#          bash scripts/gpu_validate.sh bench sanitize sass pack    (~7.5 min)
-#        and `ncu pack` in a third; then, per call: tar xf logs.tar -C DIR, and
+#          bash scripts/gpu_validate.sh probe checks pack           (~7 min on an H200)
+#          bash scripts/gpu_validate.sh bench sanitize sass pack    (~5.5 min)
+#          bash scripts/gpu_validate.sh racecheck pack              (up to 8 min)
+#        and `ncu pack` in another; then, per call: tar xf logs.tar -C DIR, and
 #        python3 scripts/write_validation_record.py --commit HASH DIR1 DIR2...)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(probe tests verify sanitize bench record)
+[ ${#stages[@]} -eq 0 ] && stages=(probe tests verify sanitize racecheck bench record)
 export PATH=/usr/local/cuda/bin:$PATH
 build=build/gpu
 start=$(date +%s)
@@ -82,7 +86,7 @@ for s in "${stages[@]}"; do
   case $s in
     probe) targets+=(tc_probe wgmma_probe) ;;
     tests | checks) targets+=(resa_gpu_tests resa) ;;
-    verify | quick | sanitize) targets+=(resa) ;;
+    verify | quick | sanitize | racecheck) targets+=(resa) ;;
     bench | ncu) targets+=(bench_gpu) ;;
     sass) targets+=(resa_cuda) ;;
   esac
@@ -157,13 +161,19 @@ for s in "${stages[@]}"; do
       cat "$OUT/.tests_summary"; rm -f "$OUT/.tests_summary" ;;
     sanitize)
       : >"$OUT/sanitizer.log"
-      for tool in ${SANITIZERS:-memcheck racecheck initcheck synccheck}; do
+      for tool in ${SANITIZERS:-memcheck initcheck synccheck}; do
         leaks=""; [ $tool = memcheck ] && leaks="--leak-check full"
         timeout 150 compute-sanitizer --tool $tool $leaks --error-exitcode 9 $build/cli/resa verify --quick --no-long-context \
           >>"$OUT/sanitizer.log" 2>&1; r=$?
         echo "sanitizer $tool: exit $r" | tee -a "$OUT/sanitizer.log"
         [ $r -ne 0 ] && rc=1
       done ;;
+    racecheck)
+      timeout "${RACECHECK_TIMEOUT:-480}" stdbuf -oL -eL compute-sanitizer --tool racecheck --error-exitcode 9 \
+        $build/cli/resa verify --quick --no-long-context -v >"$OUT/sanitizer_racecheck.log" 2>&1; r=$?
+      echo "sanitizer racecheck: exit $r ($(grep -c '  ok$' "$OUT/sanitizer_racecheck.log") cases ok)" |
+        tee -a "$OUT/sanitizer_racecheck.log"
+      [ $r -ne 0 ] && rc=1 ;;
     bench)
       # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
       $build/cuda/bench_gpu --json "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || rc=1

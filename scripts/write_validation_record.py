@@ -60,7 +60,8 @@ def main():
         cases = sum(1 for l in lines if l.endswith("  ok") or "MISMATCH" in l)
         out += ["## `resa verify` (bit patterns, GPU vs CPU reference)", "```", *head, *table, "```",
                 f"{cases} cases in total (one line each in the raw log).", ""]
-    san = read(args.dirs, "sanitizer.log")
+    # memcheck, initcheck and synccheck (stage sanitize), then racecheck (stage racecheck).
+    san = "\n".join(t for t in (read(args.dirs, "sanitizer.log"), read(args.dirs, "sanitizer_racecheck.log")) if t)
     if san:
         keep = [l for l in san.splitlines() if "SUMMARY" in l or l.startswith("sanitizer ") or l.startswith("verify:")]
         out += ["## compute-sanitizer on `resa verify --quick --no-long-context`", "```", *keep, "```", ""]
