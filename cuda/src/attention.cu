@@ -1351,17 +1351,22 @@ void launch(const AttentionParams<T>& p, cudaStream_t stream) {
                            "attention_merge_kernel", p, rows, max_splits, flags_set);
 }
 
+// Partial slots of a launch (PartialSlot): one per (sequence, KV head, split, row); each holds
+// head_dim + 2 workspace floats and one split-flag word.
+size_t partial_slots(int batch, int n_kv_heads, int n_q_heads, int n_new, int max_keys, const Schedule& s) {
+  const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
+  return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows;
+}
+
 }  // namespace
 
 size_t attention_workspace_floats(int batch, int n_kv_heads, int n_q_heads, int n_new, int head_dim,
                                   int max_keys, const Schedule& s) {
-  const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
-  return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows * (head_dim + 2);
+  return partial_slots(batch, n_kv_heads, n_q_heads, n_new, max_keys, s) * (head_dim + 2);
 }
 size_t attention_split_flag_words(int batch, int n_kv_heads, int n_q_heads, int n_new, int max_keys,
                                   const Schedule& s) {
-  const size_t rows = static_cast<size_t>(n_new) * (n_q_heads / n_kv_heads);
-  return static_cast<size_t>(batch) * n_kv_heads * max_splits_for(max_keys, s) * rows;
+  return partial_slots(batch, n_kv_heads, n_q_heads, n_new, max_keys, s);
 }
 
 template <class T>
